@@ -1,0 +1,1 @@
+"""The arq worker: uploads, job creation, following jobs, webhook delivery."""

@@ -1,0 +1,44 @@
+"""Caller authentication: `Authorization: Bearer <key>` -> tenant id.
+
+Every key is compared in constant time against every configured key, so
+neither a match nor its position leaks through timing. Keys never reach logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from litestar import Request
+
+from service.errors import Unauthorized
+from service.resources import Resources
+
+LOCAL_TENANT = "local"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="finetune-service"'}
+
+
+def tenant_for_key(api_keys: dict[str, str], presented: str) -> str | None:
+    found: str | None = None
+    presented_bytes = presented.encode()
+    for key, tenant in api_keys.items():
+        if hmac.compare_digest(key.encode(), presented_bytes):
+            found = tenant
+    return found
+
+
+async def provide_tenant(request: Request[Any, Any, Any]) -> str:
+    resources: Resources = request.app.state.resources
+    if resources.settings.auth_disabled:
+        return LOCAL_TENANT
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'", headers=_CHALLENGE)
+    tenant = tenant_for_key(resources.settings.api_keys, credentials.strip())
+    if tenant is None:
+        raise Unauthorized(
+            "The API key is not valid",
+            headers={"WWW-Authenticate": 'Bearer realm="finetune-service", error="invalid_token"'},
+        )
+    return tenant

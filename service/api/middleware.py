@@ -1,0 +1,74 @@
+"""ASGI middleware: request ids and access logs.
+
+Written as plain ASGI (not Litestar's `AbstractMiddleware`) so it also wraps
+responses produced by exception handlers and streaming bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from service.logs import request_id_var
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+_ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+access_logger = logging.getLogger("service.access")
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Take the caller's X-Request-ID when it is sane, else make one; echo it back."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
+            await app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if incoming and _ACCEPTABLE_ID.match(incoming) else new_request_id()
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            path = scope.get("path", "")
+            # Health probes run every few seconds; keep them out of the info stream.
+            level = logging.DEBUG if path in ("/health", "/ready") else logging.INFO
+            access_logger.log(
+                level,
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+    return middleware

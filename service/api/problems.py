@@ -1,0 +1,192 @@
+"""RFC 9457 problem responses: the one error shape at the edge.
+
+Domain code raises `service.errors.ServiceError`; Litestar raises its own
+`HTTPException`s (validation, 404 route, 405, 413); anything else is a bug and
+answers 500 without leaking internals. All of them leave as
+`application/problem+json` with `type`, `title`, `status`, `detail`, and
+`instance` (the request id, so a caller can quote it to us).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.types import ExceptionHandlersMap
+
+from service.errors import ServiceError
+from service.logs import request_id_var
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://docs.finetune.local/problems/"
+
+
+@dataclass
+class ProblemIssue:
+    """One located problem in a request (a dataset line, a body field)."""
+
+    message: str
+    code: str
+    line: int | None = None
+    path: str | None = None
+
+
+@dataclass
+class Problem:
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    errors: list[ProblemIssue] | None = None
+    error_total: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def problem_response(
+    status: int,
+    *,
+    code: str,
+    title: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code.replace("_", "-"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    request_id = request_id_var.get()
+    if request_id:
+        body["instance"] = f"urn:request:{request_id}"
+    if extra:
+        body.update(extra)
+    return Response(
+        content=body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def _service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, Any]]:
+    return problem_response(
+        exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        extra=exc.extra,
+        headers=exc.headers,
+    )
+
+
+def _validation_error(
+    _: Request[Any, Any, Any], exc: ValidationException
+) -> Response[dict[str, Any]]:
+    issues = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key = item.get("key")
+        source = item.get("source")
+        path = f"{source}.{key}" if source and key else key or source
+        issues.append(
+            {"line": None, "path": path, "code": "invalid", "message": item.get("message")}
+        )
+    first = issues[0] if issues else None
+    detail = f"{first['path']}: {first['message']}" if first and first["path"] else str(exc.detail)
+    return problem_response(
+        400,
+        code="invalid_request",
+        title="Invalid request",
+        detail=detail,
+        extra={"errors": issues} if issues else None,
+    )
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    headers = dict(exc.headers or {})
+    detail = exc.detail if exc.detail and exc.detail != phrase else phrase
+    if status == 413:
+        detail = "The request body is larger than this route accepts"
+    return problem_response(status, code=code, title=phrase, detail=detail, headers=headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    logger.exception(
+        "unhandled error", extra={"path": request.url.path, "error_type": type(exc).__name__}
+    )
+    return problem_response(
+        500,
+        code="internal_error",
+        title="Internal server error",
+        detail="The service failed to handle this request; quote the instance id when reporting it",
+    )
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    return {
+        ServiceError: _service_error,
+        ValidationException: _validation_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }
+
+
+def problem_spec(description: str, example_status: int, example_detail: str) -> ResponseSpec:
+    status_phrase = HTTPStatus(example_status).phrase
+    code = status_phrase.lower().replace(" ", "_")
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_MEDIA_TYPE,
+        examples=[
+            Example(
+                summary=status_phrase,
+                value={
+                    "type": TYPE_BASE + code.replace("_", "-"),
+                    "title": status_phrase,
+                    "status": example_status,
+                    "detail": example_detail,
+                    "code": code,
+                },
+            )
+        ],
+    )
+
+
+_COMMON = {
+    400: ("The request is malformed", "body.model: Field required"),
+    401: ("Missing or unknown API key", "Send Authorization: Bearer <key>"),
+    404: ("No such resource for this tenant", "No dataset ds_123 for this tenant"),
+    409: ("The resource is in a state that forbids this", "Job job_123 is running"),
+    413: ("The body is too large", "The request body is larger than this route accepts"),
+    422: ("The content is well-formed but invalid", "The dataset has 3 invalid lines"),
+    429: ("Rate limited; retry after Retry-After seconds", "Too many requests for this tenant"),
+    502: ("The provider failed", "The provider answered 500"),
+    503: ("A dependency is unavailable", "Redis is unreachable"),
+    504: ("The provider timed out", "The provider did not answer in time"),
+}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """Error responses to declare on a route, so they appear in the OpenAPI document."""
+    specs = {}
+    for status in statuses:
+        description, example_detail = _COMMON[status]
+        specs[status] = problem_spec(description, status, example_detail)
+    return specs

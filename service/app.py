@@ -1,0 +1,108 @@
+"""The application factory: `create_app(settings)` returns the Litestar app.
+
+Nothing connects or reads files at import time. One lifespan owns the Redis
+clients, the HTTP client, the provider and the process pool used for dataset
+ingestion, and closes them on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+
+from service import __version__
+from service.api.auth import provide_tenant
+from service.api.health import HealthController
+from service.api.middleware import request_id_middleware
+from service.api.problems import exception_handlers
+from service.logs import register_secrets
+from service.resources import open_resources
+from service.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = """\
+Fine-tune chat models on your own question/answer data and use them.
+
+Upload a dataset (`/datasets`), start a job (`/jobs`), get a signed webhook
+when the tuned model is ready, then talk to it (`/chat`). Every error is an
+RFC 9457 problem document (`application/problem+json`).
+"""
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Fine-tuning service",
+        version=__version__,
+        description=API_DESCRIPTION,
+        components=Components(
+            security_schemes={
+                "BearerAuth": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="A caller key from SERVICE_API_KEYS",
+                )
+            }
+        ),
+        security=[{"BearerAuth": []}],
+        tags=[
+            Tag(name="Datasets", description="Upload, validate, convert and price training data"),
+            Tag(name="Jobs", description="Fine-tuning jobs and what happened to them"),
+            Tag(name="Chat", description="Talk to tuned and base models"),
+            Tag(name="Webhooks", description="Signed notifications about jobs"),
+            Tag(name="Health", description="Liveness and readiness"),
+        ],
+        render_plugins=[SwaggerRenderPlugin()],
+        path="/docs",
+    )
+
+
+def _register_secrets(settings: Settings) -> None:
+    register_secrets(
+        *(key for key in settings.api_keys),
+        settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        settings.webhook_signing_secret.get_secret_value()
+        if settings.webhook_signing_secret
+        else None,
+        settings.openai_webhook_secret.get_secret_value()
+        if settings.openai_webhook_secret
+        else None,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    _register_secrets(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            resources = await stack.enter_async_context(open_resources(settings))
+            app.state.resources = resources
+            if settings.auth_disabled:
+                logger.warning(
+                    "AUTH IS DISABLED: every request is served as tenant 'local'; "
+                    "never run like this outside a development machine"
+                )
+            yield
+
+    app = Litestar(
+        route_handlers=[HealthController],
+        lifespan=[lifespan],
+        dependencies={"tenant": Provide(provide_tenant)},
+        exception_handlers=exception_handlers(),
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.max_json_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+    # Outermost wrapper (outside routing), so 404/405 answers carry a request id too.
+    app.asgi_handler = request_id_middleware(app.asgi_handler)
+    return app

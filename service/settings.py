@@ -1,0 +1,222 @@
+"""One settings class for the API and the worker.
+
+Every field reads the environment variable of the same name in upper case
+(the run contract in DESIGN.md section 9). Secrets are `SecretStr` so they
+never print by accident, and required secrets have no defaults: a missing one
+stops start-up with one line naming the variable (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_FINE_TUNABLE_MODELS = (
+    "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano-2025-04-14",
+    "gpt-4o-2024-08-06",
+    "gpt-4o-mini-2024-07-18",
+    "gpt-3.5-turbo-0125",
+)
+DEFAULT_CHAT_BASE_MODELS = (
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-3.5-turbo",
+    *DEFAULT_FINE_TUNABLE_MODELS,
+)
+
+
+class ConfigurationError(Exception):
+    """Start-up configuration is unusable; the message names the variable."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=None,
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # Processes
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+
+    # Storage
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Path(".var/data")
+    key_prefix: str = "fts"
+
+    # Provider (the SDK's own variable names)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_organization: str | None = None
+    openai_project: str | None = None
+    openai_webhook_secret: SecretStr | None = None
+    provider_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Callers
+    service_api_keys: SecretStr | None = None
+    auth_disabled: bool = False
+
+    # Webhooks out
+    webhook_signing_secret: SecretStr | None = None
+    webhook_allow_private_networks: bool = False
+
+    # Product rules
+    default_model: str = "gpt-4o-mini-2024-07-18"
+    fine_tunable_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_FINE_TUNABLE_MODELS)
+    )
+    chat_base_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CHAT_BASE_MODELS)
+    )
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    sync_validation_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    price_table_path: Path | None = None
+
+    # Worker
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    worker_heartbeat_ttl_seconds: float = Field(default=30.0, gt=0)
+    worker_max_jobs: int = Field(default=50, gt=0)
+    poll_min_seconds: float = Field(default=2.0, gt=0)
+    poll_max_seconds: float = Field(default=60.0, gt=0)
+    reconcile_every_seconds: int = Field(default=30, ge=1, le=3600)
+
+    _split_lists = field_validator("fine_tunable_models", "chat_base_models", mode="before")(
+        _split_csv
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                "must start with redis://, rediss:// or unix:// "
+                f"(got {parts.scheme or 'no'} scheme)"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("has no host name")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"has an invalid port: {exc}") from None
+        return value
+
+    @field_validator("webhook_signing_secret", "openai_webhook_secret")
+    @classmethod
+    def _check_whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("must be a Standard Webhooks secret starting with whsec_")
+        return value
+
+    @model_validator(mode="after")
+    def _check_required(self) -> Self:
+        if not self.auth_disabled and not self.api_keys:
+            raise ValueError(
+                "SERVICE_API_KEYS is required (tenant:key pairs separated by commas); "
+                "set AUTH_DISABLED=true only for local development"
+            )
+        if self.poll_min_seconds > self.poll_max_seconds:
+            raise ValueError("POLL_MIN_SECONDS must not exceed POLL_MAX_SECONDS")
+        return self
+
+    @cached_property
+    def api_keys(self) -> dict[str, str]:
+        """Caller key -> tenant id."""
+        if self.service_api_keys is None:
+            return {}
+        keys: dict[str, str] = {}
+        for pair in self.service_api_keys.get_secret_value().split(","):
+            pair = pair.strip()
+            if not pair:
+                continue
+            tenant, sep, key = pair.partition(":")
+            if not sep or not tenant.strip() or not key.strip():
+                # Never echo the pair: it holds a key.
+                raise ValueError("SERVICE_API_KEYS entries must look like tenant:key")
+            keys[key.strip()] = tenant.strip()
+        return keys
+
+    @cached_property
+    def signing_secret(self) -> str:
+        """The secret for jobs' own webhook_url deliveries.
+
+        Required in production. With auth disabled (local development only) a
+        random one is made per process so `make dev` works without setup.
+        """
+        if self.webhook_signing_secret is not None:
+            return self.webhook_signing_secret.get_secret_value()
+        return "whsec_" + secrets.token_urlsafe(32)
+
+    def require_provider_key(self) -> str:
+        if self.openai_api_key is None or not self.openai_api_key.get_secret_value():
+            raise ConfigurationError(
+                "OPENAI_API_KEY is required (for the simulator any value works, "
+                "with OPENAI_BASE_URL pointing at it)"
+            )
+        return self.openai_api_key.get_secret_value()
+
+
+_FIELD_TO_ENV = {name: name.upper() for name in Settings.model_fields}
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the environment variable, never its value."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        loc = item.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        variable = _FIELD_TO_ENV.get(field, field.upper() or "configuration")
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        lines.append(f"{variable}: {message}" if loc else message)
+    return "; ".join(lines)
+
+
+def load_settings(*, require_provider: bool = False, **overrides: object) -> Settings:
+    """Read settings from the environment, turning validation failures into one line."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        _ = settings.api_keys
+        if not settings.auth_disabled and settings.webhook_signing_secret is None:
+            raise ConfigurationError(
+                "WEBHOOK_SIGNING_SECRET is required (a whsec_ secret); "
+                "only AUTH_DISABLED=true development runs may omit it"
+            )
+        if require_provider:
+            settings.require_provider_key()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return settings
+
+
+def settings_or_exit(*, require_provider: bool = False) -> Settings:
+    """For process entry points: print one clear line and exit 2 on bad configuration."""
+    try:
+        return load_settings(require_provider=require_provider)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None

@@ -1,0 +1,91 @@
+"""Every Redis key the service writes, in one place.
+
+All keys share a prefix (`KEY_PREFIX`, default `fts`) so one Redis can be
+shared with other tools and our data can be found and inspected as a whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "fts"
+
+    # Worker liveness: sorted set of worker id -> last heartbeat (unix seconds).
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def ping(self, token: str) -> str:
+        return f"{self.prefix}:ping:{token}"
+
+    # Datasets
+    def dataset(self, dataset_id: str) -> str:
+        return f"{self.prefix}:dataset:{dataset_id}"
+
+    def datasets_by_tenant(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:datasets"
+
+    # Jobs
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def job_events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def job_event_ids(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:event-ids"
+
+    def job_checkpoints(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:checkpoints"
+
+    def job_metrics(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:metrics"
+
+    def jobs_by_tenant(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def jobs_by_dataset(self, dataset_id: str) -> str:
+        return f"{self.prefix}:dataset:{dataset_id}:jobs"
+
+    @property
+    def active_jobs(self) -> str:
+        return f"{self.prefix}:jobs:active"
+
+    def job_by_upstream(self, upstream_id: str) -> str:
+        return f"{self.prefix}:upstream-job:{upstream_id}"
+
+    def job_poke(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:poke"
+
+    def job_lock(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:lock"
+
+    # Webhooks
+    def endpoint(self, endpoint_id: str) -> str:
+        return f"{self.prefix}:webhook:{endpoint_id}"
+
+    def endpoints_by_tenant(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:webhooks"
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}:delivery:{delivery_id}"
+
+    def delivery_attempts(self, delivery_id: str) -> str:
+        return f"{self.prefix}:delivery:{delivery_id}:attempts"
+
+    def deliveries_by_endpoint(self, endpoint_id: str) -> str:
+        return f"{self.prefix}:webhook:{endpoint_id}:deliveries"
+
+    @property
+    def pending_deliveries(self) -> str:
+        return f"{self.prefix}:deliveries:pending"
+
+    # Idempotency and rate limits
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{key}"
+
+    def rate(self, tenant: str, window: int) -> str:
+        return f"{self.prefix}:rate:{tenant}:{window}"

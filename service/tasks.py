@@ -1,0 +1,119 @@
+"""The job contract between the API and the worker.
+
+Both sides import this module and nothing else of each other: task names,
+the queue, the serializer and typed `enqueue_*` helpers. Tasks take ids and
+JSON values only and re-read state from Redis, so a task that runs twice (arq
+runs at least once) or after a crash does the right thing.
+
+Job ids are deterministic (`sync:{job_id}`), so enqueueing the same work
+twice is a no-op while it is queued or running.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final
+
+from arq.connections import ArqRedis
+
+from service.logs import request_id_var
+
+QUEUE_NAME: Final = "fts:queue"
+# arq's own key prefixes (arq.constants); used to look at the queue directly.
+ARQ_JOB_KEY_PREFIX: Final = "arq:job:"
+ARQ_IN_PROGRESS_KEY_PREFIX: Final = "arq:in-progress:"
+
+SYNC_JOB: Final = "sync_job"
+DELIVER_WEBHOOK: Final = "deliver_webhook"
+VALIDATE_DATASET: Final = "validate_dataset"
+RECONCILE: Final = "reconcile"
+PING: Final = "ping"
+
+
+def serialize(job: dict[str, Any]) -> bytes:
+    """JSON, never pickle: whoever can write to Redis must not run code in the worker."""
+    return json.dumps(job, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def deserialize(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("queue entry is not a JSON object")
+    return value
+
+
+def sync_job_id(job_id: str) -> str:
+    return f"sync:{job_id}"
+
+
+def deliver_job_id(delivery_id: str) -> str:
+    return f"deliver:{delivery_id}"
+
+
+def validate_job_id(dataset_id: str) -> str:
+    return f"validate:{dataset_id}"
+
+
+def _correlation() -> dict[str, Any]:
+    request_id = request_id_var.get()
+    return {"request_id": request_id} if request_id else {}
+
+
+async def is_scheduled(queue: ArqRedis, arq_job_id: str) -> bool:
+    """True when the arq job is queued, deferred or running right now."""
+    found = await queue.exists(
+        ARQ_JOB_KEY_PREFIX + arq_job_id, ARQ_IN_PROGRESS_KEY_PREFIX + arq_job_id
+    )
+    return bool(found)
+
+
+async def _enqueue(
+    queue: ArqRedis, function: str, arq_job_id: str, *args: Any, defer_by: float | None = None
+) -> bool:
+    job = await queue.enqueue_job(
+        function,
+        *args,
+        _job_id=arq_job_id,
+        _queue_name=QUEUE_NAME,
+        _defer_by=defer_by if defer_by and defer_by > 0 else None,
+        **_correlation(),
+    )
+    return job is not None
+
+
+async def enqueue_sync_job(queue: ArqRedis, job_id: str, *, defer_by: float | None = None) -> bool:
+    """Schedule the step that moves one of our jobs forward. False when already scheduled."""
+    return await _enqueue(queue, SYNC_JOB, sync_job_id(job_id), job_id, defer_by=defer_by)
+
+
+async def sync_job_now(queue: ArqRedis, job_id: str) -> None:
+    """Run a job's sync as soon as possible, even if it is waiting on a long poll delay.
+
+    A deferred arq job sits in the queue's sorted set with its run time as the
+    score; moving that score to now (XX: only if present) pulls it forward. If
+    it is not queued at all, enqueue it. If it is running, the running task
+    sees the `poke` flag (set by the caller) when it finishes and polls again.
+    """
+    moved = await queue.zadd(
+        QUEUE_NAME, {sync_job_id(job_id): time.time() * 1000}, xx=True, ch=True
+    )
+    if not moved:
+        await enqueue_sync_job(queue, job_id)
+
+
+async def enqueue_delivery(
+    queue: ArqRedis, delivery_id: str, *, defer_by: float | None = None
+) -> bool:
+    return await _enqueue(
+        queue, DELIVER_WEBHOOK, deliver_job_id(delivery_id), delivery_id, defer_by=defer_by
+    )
+
+
+async def enqueue_dataset_validation(queue: ArqRedis, dataset_id: str) -> bool:
+    return await _enqueue(queue, VALIDATE_DATASET, validate_job_id(dataset_id), dataset_id)
+
+
+async def enqueue_ping(queue: ArqRedis, token: str) -> bool:
+    """A no-op task that records the request id it ran under (used by health checks and tests)."""
+    return await _enqueue(queue, PING, f"ping:{token}", token)

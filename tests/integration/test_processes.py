@@ -1,0 +1,101 @@
+"""The run contract: `python -m service` and `python -m worker` as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return process.returncode, output.decode(errors="replace")
+
+
+def test_api_and_worker_processes_become_ready_and_stop_cleanly(env: dict[str, str]) -> None:
+    port = free_port()
+    proc_env = {**env, "PORT": str(port)}
+    api = _spawn("service", proc_env)
+    worker = _spawn("worker", proc_env)
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                status = response.status_code
+                if status == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert status == 200, "the API never answered /ready with 200"
+        assert response.json()["workers"] == 1
+    finally:
+        api_rc, api_out = _stop(api)
+        worker_rc, worker_out = _stop(worker)
+    # uvicorn re-raises the signal after a graceful shutdown, so -SIGTERM is a clean exit.
+    assert api_rc in (0, -signal.SIGTERM), api_out
+    assert "Application shutdown complete" in api_out
+    assert worker_rc == 0, worker_out
+    assert '"worker stopped"' in worker_out
+
+
+@pytest.mark.parametrize(
+    ("module", "overrides", "variable"),
+    [
+        ("service", {"REDIS_URL": "http://localhost:6379"}, "REDIS_URL"),
+        ("service", {"REDIS_URL": "redis://localhost:notaport"}, "REDIS_URL"),
+        ("service", {"WEBHOOK_SIGNING_SECRET": ""}, "WEBHOOK_SIGNING_SECRET"),
+        ("service", {"SERVICE_API_KEYS": ""}, "SERVICE_API_KEYS"),
+        ("worker", {"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
+        ("service", {"PORT": "99999"}, "PORT"),
+    ],
+)
+def test_bad_configuration_stops_start_up_with_one_line_naming_the_variable(
+    env: dict[str, str], module: str, overrides: dict[str, str], variable: str
+) -> None:
+    proc_env = {**os.environ, **env, **overrides}
+    for name, value in overrides.items():
+        if value == "":
+            proc_env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=REPO,
+        env=proc_env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("configuration error: ")
+    assert variable in lines[0]
+    # The line names the variable, never a secret's value.
+    assert env["SERVICE_API_KEYS"] not in lines[0]

@@ -1,0 +1,21 @@
+"""What every task receives as `ctx`."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any, TypedDict
+
+from service.resources import Resources
+
+
+class WorkerContext(TypedDict, total=False):
+    # Set by arq for each job.
+    job_id: str
+    job_try: int
+    enqueue_time: Any
+    score: int
+    redis: Any
+    # Set by our startup.
+    resources: Resources
+    exit_stack: AsyncExitStack
+    worker_id: str

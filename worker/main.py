@@ -1,0 +1,170 @@
+"""The arq worker: settings, resources, per-task log context.
+
+`build_worker(settings)` returns a configured `arq.Worker`; `python -m worker`
+runs one until SIGINT/SIGTERM, letting running tasks finish for a short grace
+period (they are idempotent, so one that is cut off is simply run again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any, cast
+
+from arq import cron
+from arq.worker import Function, Worker, func
+from redis.exceptions import RedisError
+
+from service import tasks
+from service.logs import log_context, request_id_var
+from service.resources import open_resources, queue_client
+from service.settings import Settings
+from worker import heartbeat
+from worker.context import WorkerContext
+from worker.registry import cron_jobs, task_functions
+
+logger = logging.getLogger(__name__)
+
+# Longest a single task may run. arq's in-progress key outlives it by 10 s, after
+# which another worker may pick the job up again.
+TASK_TIMEOUT_SECONDS = 300
+# Seconds to let running tasks finish after SIGTERM before cancelling them.
+SHUTDOWN_GRACE_SECONDS = 10
+
+TaskBody = Callable[..., Awaitable[Any]]
+
+
+def with_job_context(body: TaskBody) -> TaskBody:
+    """Set the request id the API passed along and tag log lines with job and try."""
+
+    @functools.wraps(body)
+    async def run(
+        ctx: WorkerContext, *args: Any, request_id: str | None = None, **kwargs: Any
+    ) -> Any:
+        token = request_id_var.set(request_id)
+        try:
+            with log_context(
+                task=body.__name__, arq_job=ctx.get("job_id"), job_try=ctx.get("job_try")
+            ):
+                return await body(ctx, *args, **kwargs)
+        finally:
+            request_id_var.reset(token)
+
+    return run
+
+
+def _function(body: TaskBody, *, max_tries: int | None = None) -> Function:
+    return func(
+        with_job_context(body),  # type: ignore[arg-type]
+        name=body.__name__,
+        timeout=TASK_TIMEOUT_SECONDS,
+        max_tries=max_tries,
+    )
+
+
+def _every(seconds: int) -> dict[str, Any]:
+    """arq cron fields for "every N seconds" (N below 60) or "every N minutes"."""
+    if seconds < 60:
+        return {"second": set(range(0, 60, seconds))}
+    return {"minute": set(range(0, 60, max(1, seconds // 60))), "second": 0}
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    handle_signals: bool = True,
+    poll_delay: float = 0.25,
+) -> Worker:
+    """A worker bound to the running event loop (construct it inside `async` code)."""
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    heartbeat_task: asyncio.Task[None] | None = None
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        nonlocal heartbeat_task
+        stack = AsyncExitStack()
+        resources = await stack.enter_async_context(open_resources(settings))
+        ctx["exit_stack"] = stack
+        ctx["resources"] = resources
+        ctx["worker_id"] = worker_id
+        await heartbeat.beat(resources, worker_id)
+        heartbeat_task = asyncio.create_task(heartbeat.run_heartbeat(resources, worker_id))
+        logger.info("worker started", extra={"worker_id": worker_id})
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if heartbeat_task is not None:
+            heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat_task
+        typed = cast(WorkerContext, ctx)
+        if "resources" in typed:
+            await heartbeat.farewell(typed["resources"], worker_id)
+        if "exit_stack" in typed:
+            await typed["exit_stack"].aclose()
+        logger.info("worker stopped", extra={"worker_id": worker_id})
+
+    functions = [_function(body, max_tries=tries) for body, tries in task_functions()]
+    crons = [
+        cron(
+            with_job_context(body),  # type: ignore[arg-type]
+            name=body.__name__,
+            run_at_startup=True,
+            timeout=TASK_TIMEOUT_SECONDS,
+            unique=True,
+            **_every(settings.reconcile_every_seconds),
+        )
+        for body in cron_jobs()
+    ]
+
+    return Worker(
+        functions=functions,
+        cron_jobs=crons,
+        redis_pool=queue_client(settings),
+        queue_name=tasks.QUEUE_NAME,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        job_serializer=tasks.serialize,
+        job_deserializer=tasks.deserialize,
+        max_jobs=settings.worker_max_jobs,
+        job_timeout=TASK_TIMEOUT_SECONDS,
+        # Results are not read by anyone; keep them briefly so deterministic ids free up.
+        keep_result=5,
+        poll_delay=poll_delay,
+        burst=burst,
+        handle_signals=handle_signals,
+        job_completion_wait=SHUTDOWN_GRACE_SECONDS if handle_signals else 0,
+        health_check_interval=30,
+        retry_jobs=True,
+        max_tries=25,
+    )
+
+
+async def close_worker(worker: Worker) -> None:
+    """Stop a worker and release its Redis pool.
+
+    arq's own `Worker.close()` calls redis-py's deprecated `close()`; this does
+    the same steps with `aclose()` so shutdown stays warning-free.
+    """
+    if worker.main_task is not None and not worker.main_task.done():
+        worker.handle_sig(signal.SIGTERM)
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    if worker.main_task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.main_task
+    pool = worker.pool
+    if pool is None:
+        return
+    with contextlib.suppress(RedisError, OSError):
+        await pool.delete(worker.health_check_key)
+    if worker.on_shutdown is not None:
+        await worker.on_shutdown(worker.ctx)
+    await pool.aclose(close_connection_pool=True)
+    worker._pool = None
