@@ -8,6 +8,9 @@ ingestion, and closes them on shutdown.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -19,9 +22,13 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from service import __version__
 from service.api.auth import provide_tenant
+from service.api.chat import ChatController
+from service.api.datasets import DatasetController
 from service.api.health import HealthController
+from service.api.jobs import JobController
 from service.api.middleware import request_id_middleware
 from service.api.problems import exception_handlers
+from service.api.webhooks import WebhookController
 from service.logs import register_secrets
 from service.resources import open_resources
 from service.settings import Settings, load_settings
@@ -84,7 +91,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            resources = await stack.enter_async_context(open_resources(settings))
+            # Dataset parsing and tokenizing fan out over every core. Workers are
+            # spawned (not forked) so they never inherit the event loop's state.
+            executor = ProcessPoolExecutor(
+                max_workers=max(1, os.cpu_count() or 1),
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+            stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+            resources = await stack.enter_async_context(open_resources(settings, executor=executor))
             app.state.resources = resources
             if settings.auth_disabled:
                 logger.warning(
@@ -94,7 +108,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
 
     app = Litestar(
-        route_handlers=[HealthController],
+        route_handlers=[
+            HealthController,
+            DatasetController,
+            JobController,
+            ChatController,
+            WebhookController,
+        ],
         lifespan=[lifespan],
         dependencies={"tenant": Provide(provide_tenant)},
         exception_handlers=exception_handlers(),

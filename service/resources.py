@@ -13,11 +13,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import openai
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 
 from service import tasks
+from service.errors import ServiceUnavailable
+from service.providers import Provider, build_provider
 from service.settings import Settings
+from service.store.blobs import LocalBlobStore
 from service.store.keys import Keys
 
 # Short socket timeouts: a dead Redis must turn into a 503 quickly, not hang requests.
@@ -31,7 +35,18 @@ class Resources:
     redis: Redis
     queue: ArqRedis
     http: httpx.AsyncClient
+    provider: Provider | None
+    blobs: LocalBlobStore
+    # Verifies OpenAI's own webhooks (only when OPENAI_WEBHOOK_SECRET is set).
+    openai_webhooks: openai.AsyncOpenAI | None = None
     executor: Executor | None = None
+
+    def require_provider(self) -> Provider:
+        if self.provider is None:
+            raise ServiceUnavailable(
+                "No provider is configured (set OPENAI_API_KEY)", code="no_provider"
+            )
+        return self.provider
 
 
 def redis_client(settings: Settings) -> Redis:
@@ -72,11 +87,26 @@ async def open_resources(
         stack.push_async_callback(queue.aclose, close_connection_pool=True)
         http = httpx.AsyncClient(timeout=httpx.Timeout(15.0), follow_redirects=False)
         stack.push_async_callback(http.aclose)
+        provider = build_provider(settings)
+        if provider is not None:
+            stack.push_async_callback(provider.aclose)
+        openai_webhooks = None
+        if settings.openai_webhook_secret is not None:
+            openai_webhooks = openai.AsyncOpenAI(
+                api_key="verification-only",
+                webhook_secret=settings.openai_webhook_secret.get_secret_value(),
+            )
+            stack.push_async_callback(openai_webhooks.close)
+        blobs = LocalBlobStore(settings.data_dir)
+        blobs.ensure()
         yield Resources(
             settings=settings,
             keys=Keys(settings.key_prefix),
             redis=redis,
             queue=queue,
             http=http,
+            provider=provider,
+            blobs=blobs,
+            openai_webhooks=openai_webhooks,
             executor=executor,
         )

@@ -8,6 +8,7 @@ stops start-up with one line naming the variable (see `load_settings`).
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 from functools import cached_property
@@ -73,6 +74,8 @@ class Settings(BaseSettings):
     openai_project: str | None = None
     openai_webhook_secret: SecretStr | None = None
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Extra JSON merged into job creation, e.g. Azure's {"trainingType": "GlobalStandard"}.
+    openai_job_extra_body: str | None = None
 
     # Callers
     service_api_keys: SecretStr | None = None
@@ -122,6 +125,18 @@ class Settings(BaseSettings):
             _ = parts.port
         except ValueError as exc:
             raise ValueError(f"has an invalid port: {exc}") from None
+        return value
+
+    @field_validator("openai_job_extra_body")
+    @classmethod
+    def _check_extra_body(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object ({exc.msg})") from None
+            if not isinstance(parsed, dict):
+                raise ValueError("must be a JSON object")
         return value
 
     @field_validator("webhook_signing_secret", "openai_webhook_secret")

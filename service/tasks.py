@@ -47,8 +47,10 @@ def sync_job_id(job_id: str) -> str:
     return f"sync:{job_id}"
 
 
-def deliver_job_id(delivery_id: str) -> str:
-    return f"deliver:{delivery_id}"
+def deliver_job_id(delivery_id: str, attempt: int) -> str:
+    # One arq job per attempt: a retry is a new deferred job, not arq's Retry, so a
+    # schedule longer than arq's job expiry (24 h) still runs to the end.
+    return f"deliver:{delivery_id}:{attempt}"
 
 
 def validate_job_id(dataset_id: str) -> str:
@@ -103,10 +105,15 @@ async def sync_job_now(queue: ArqRedis, job_id: str) -> None:
 
 
 async def enqueue_delivery(
-    queue: ArqRedis, delivery_id: str, *, defer_by: float | None = None
+    queue: ArqRedis, delivery_id: str, *, attempt: int, defer_by: float | None = None
 ) -> bool:
     return await _enqueue(
-        queue, DELIVER_WEBHOOK, deliver_job_id(delivery_id), delivery_id, defer_by=defer_by
+        queue,
+        DELIVER_WEBHOOK,
+        deliver_job_id(delivery_id, attempt),
+        delivery_id,
+        attempt,
+        defer_by=defer_by,
     )
 
 

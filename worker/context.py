@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any, TypedDict
 
+import httpx
+
 from service.resources import Resources
 
 
@@ -19,3 +21,4 @@ class WorkerContext(TypedDict, total=False):
     resources: Resources
     exit_stack: AsyncExitStack
     worker_id: str
+    webhook_client: httpx.AsyncClient

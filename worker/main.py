@@ -105,6 +105,8 @@ def build_worker(
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat_task
         typed = cast(WorkerContext, ctx)
+        if "webhook_client" in typed:
+            await typed["webhook_client"].aclose()
         if "resources" in typed:
             await heartbeat.farewell(typed["resources"], worker_id)
         if "exit_stack" in typed:

@@ -10,11 +10,14 @@ import hmac
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from service.errors import Unauthorized
 from service.resources import Resources
 
 LOCAL_TENANT = "local"
+# The caller's tenant id, injected into every handler that declares `tenant: Tenant`.
+Tenant = NamedDependency[str]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="finetune-service"'}
 
 

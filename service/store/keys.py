@@ -47,6 +47,10 @@ class Keys:
     def jobs_by_tenant(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:jobs"
 
+    def tenant_models(self, tenant: str) -> str:
+        """Tuned models the tenant's jobs produced (the models it may chat with)."""
+        return f"{self.prefix}:tenant:{tenant}:models"
+
     def jobs_by_dataset(self, dataset_id: str) -> str:
         return f"{self.prefix}:dataset:{dataset_id}:jobs"
 

@@ -1,0 +1,308 @@
+"""`/chat`: talk to a tuned model (or an allowed base model), streaming or not,
+and compare several models side by side.
+
+A tenant may call its own tuned models and the configured base models, nothing
+else: the service must not become an open proxy to the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Response, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+from litestar.response import Stream
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.api.auth import Tenant
+from service.api.problems import problems
+from service.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    RateLimited,
+    ServiceError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from service.providers.base import Provider, ProviderError
+from service.resources import Resources
+from service.store.jobs import JobStore
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatOptions(BaseModel):
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class ChatRequest(ChatOptions):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "job_4Q2nXkP0aZc1t9Lw8Yb3Hs7R",
+                    "messages": [{"role": "user", "content": "自己肯定感の高めかた"}],
+                }
+            ]
+        },
+    )
+
+    job_id: str | None = None
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+    stream: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ChatRequest:
+        if (self.job_id is None) == (self.model is None):
+            raise ValueError("give exactly one of job_id or model")
+        return self
+
+
+class CompareRequest(ChatOptions):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(default=None, min_length=1, max_length=8)
+    job_id: str | None = None
+    include_base_model: bool = True
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _targets(self) -> CompareRequest:
+        if not self.models and not self.job_id:
+            raise ValueError("give models, or job_id (with include_base_model)")
+        return self
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatChoiceMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | None
+
+
+class ChatChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: str | None
+
+
+class ChatCompletion(BaseModel):
+    """The provider's chat completion, passed through (OpenAI's shape)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+
+
+class CompareResult(BaseModel):
+    model: str
+    role: Literal["tuned", "base", "requested"]
+    content: str | None
+    usage: Usage | None
+    latency_ms: float
+    finish_reason: str | None
+    error: dict[str, Any] | None
+
+
+class CompareResponse(BaseModel):
+    results: list[CompareResult]
+
+
+def upstream_to_service_error(exc: ProviderError) -> ServiceError:
+    """Provider failures as the caller should see them."""
+    if exc.timeout:
+        return UpstreamTimeout("The provider did not answer in time")
+    if exc.status == 429:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after or 1)))}
+        return RateLimited(
+            f"The provider is rate limiting: {exc.message}",
+            headers=headers,
+            code="upstream_rate_limited",
+        )
+    if exc.status == 404:
+        return NotFound(
+            f"The provider does not know this model: {exc.message}", code="model_not_found"
+        )
+    if exc.status is None or exc.status >= 500:
+        return UpstreamError(f"The provider failed: {exc.message}")
+    return BadRequest(
+        f"The provider refused the request: {exc.message}",
+        code="upstream_rejected",
+        extra={"upstream_code": exc.code, "param": exc.param},
+    )
+
+
+async def _resolve_job_model(
+    resources: Resources, tenant: Tenant, job_id: FromPath[str]
+) -> tuple[str, str]:
+    """(tuned model, base model) of a tenant's job, 409 while it is not ready."""
+    job = await JobStore(resources.redis, resources.keys).get_for_tenant(tenant, job_id)
+    if not job.get("fine_tuned_model"):
+        raise Conflict(
+            f"Job {job_id} is {job['status']}; its model is not ready",
+            code="model_not_ready",
+            extra={"job_status": job["status"]},
+        )
+    return job["fine_tuned_model"], job["model"]
+
+
+async def _check_allowed(resources: Resources, tenant: Tenant, model: str) -> None:
+    if model in resources.settings.chat_base_models:
+        return
+    if await resources.redis.sismember(resources.keys.tenant_models(tenant), model):
+        return
+    # Same answer whether the model exists for someone else or not at all.
+    raise NotFound(f"Model {model!r} is not available to this tenant", code="model_not_found")
+
+
+def _upstream_body(options: ChatOptions, model: str, messages: list[ChatMessage]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [m.model_dump(exclude_none=True) for m in messages],
+    }
+    body.update(options.model_dump(exclude_none=True, include=set(ChatOptions.model_fields)))
+    return body
+
+
+async def _stream(provider: Provider, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    """Open the upstream stream before answering, so an upstream refusal is a problem
+    response rather than a broken 200. Closing this generator (a client that went
+    away) closes the upstream request."""
+    chunks = provider.chat_stream({**body, "stream_options": {"include_usage": True}})
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        first = b""
+    except ProviderError as exc:
+        raise upstream_to_service_error(exc) from None
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    return relay()
+
+
+class ChatController(Controller):
+    path = "/chat"
+    tags = ["Chat"]
+
+    @post(
+        "/",
+        operation_id="CreateChatCompletion",
+        summary="Chat with a tuned model (by job_id) or an allowed model; stream with SSE",
+        status_code=200,
+        responses=problems(400, 401, 404, 409, 429, 502, 503, 504),
+    )
+    async def chat(
+        self, state: State, tenant: Tenant, data: JSONBody[ChatRequest]
+    ) -> Response[Any]:
+        resources: Resources = state.resources
+        provider = resources.require_provider()
+        if data.job_id is not None:
+            model, _ = await _resolve_job_model(resources, tenant, data.job_id)
+        else:
+            model = data.model or ""
+            await _check_allowed(resources, tenant, model)
+        body = _upstream_body(data, model, data.messages)
+        if data.stream:
+            relay = await _stream(provider, body)
+            return Stream(
+                relay,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            completion = await provider.chat(body)
+        except ProviderError as exc:
+            raise upstream_to_service_error(exc) from None
+        return Response(completion, status_code=200)
+
+    @post(
+        "/compare",
+        operation_id="CompareChatModels",
+        summary="Ask several models the same thing at once; one failing does not fail the rest",
+        status_code=200,
+        responses=problems(400, 401, 404, 409, 503),
+    )
+    async def compare(
+        self, state: State, tenant: Tenant, data: JSONBody[CompareRequest]
+    ) -> CompareResponse:
+        resources: Resources = state.resources
+        provider = resources.require_provider()
+        targets: list[tuple[str, Literal["tuned", "base", "requested"]]] = []
+        if data.job_id is not None:
+            tuned, base = await _resolve_job_model(resources, tenant, data.job_id)
+            targets.append((tuned, "tuned"))
+            if data.include_base_model:
+                targets.append((base, "base"))
+        for model in data.models or []:
+            await _check_allowed(resources, tenant, model)
+            targets.append((model, "requested"))
+
+        async def ask(model: str, role: Literal["tuned", "base", "requested"]) -> CompareResult:
+            started = time.perf_counter()
+            try:
+                completion = await provider.chat(_upstream_body(data, model, data.messages))
+            except ProviderError as exc:
+                mapped = upstream_to_service_error(exc)
+                return CompareResult(
+                    model=model,
+                    role=role,
+                    content=None,
+                    usage=None,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                    finish_reason=None,
+                    error={"status": mapped.status, "code": mapped.code, "message": mapped.detail},
+                )
+            choice = (completion.get("choices") or [{}])[0]
+            usage = completion.get("usage")
+            return CompareResult(
+                model=completion.get("model", model),
+                role=role,
+                content=(choice.get("message") or {}).get("content"),
+                usage=Usage(**usage) if usage else None,
+                latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                finish_reason=choice.get("finish_reason"),
+                error=None,
+            )
+
+        results = await asyncio.gather(*(ask(model, role) for model, role in targets))
+        return CompareResponse(results=list(results))

@@ -1,0 +1,154 @@
+"""Streaming multipart parsing for dataset uploads.
+
+Litestar's own form parsing reads the whole body into memory first; a 500 MB
+dataset must not. This reads the request stream chunk by chunk with
+python-multipart's push parser, writes the `file` part straight to a scratch
+file and keeps only the small text fields in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 32
+
+
+@dataclass
+class ParsedUpload:
+    fields: dict[str, str] = field(default_factory=dict)
+    filename: str | None = None
+    file_bytes: int = 0
+
+
+@dataclass
+class _Part:
+    """The multipart part being read."""
+
+    name: str = ""
+    is_file: bool = False
+    header_field: bytes = b""
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    value: bytearray = field(default_factory=bytearray)
+
+    def reset(self) -> None:
+        self.name, self.is_file, self.header_field = "", False, b""
+        self.headers = {}
+        self.value = bytearray()
+
+
+def boundary_of(content_type: str) -> bytes:
+    media, params = parse_options_header(content_type)
+    if media != b"multipart/form-data":
+        raise UnsupportedMediaType(
+            "Send multipart/form-data with a 'file' part, or application/json"
+        )
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("multipart/form-data without a boundary", code="invalid_multipart")
+    return boundary
+
+
+async def receive_upload(
+    stream: AsyncIterator[bytes], content_type: str, destination: Path, *, max_bytes: int
+) -> ParsedUpload:
+    """Write the `file` part to `destination`; return the other fields.
+
+    Raises 413 as soon as the body passes `max_bytes` (nothing is kept), 400
+    for a malformed body or a missing `file` part.
+    """
+    result = ParsedUpload()
+    part = _Part()
+    handle: IO[bytes] | None = None
+    saw_file = False
+
+    def on_part_begin() -> None:
+        part.reset()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part.header_field += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        key = part.header_field.lower()
+        part.headers[key] = part.headers.get(key, b"") + data[start:end]
+
+    def on_header_end() -> None:
+        part.header_field = b""
+
+    def on_headers_finished() -> None:
+        nonlocal handle, saw_file
+        _, params = parse_options_header(part.headers.get(b"content-disposition", b""))
+        part.name = params.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in params or part.name == "file":
+            if part.name != "file":
+                raise BadRequest(f"Unexpected file part {part.name!r}; send the dataset as 'file'")
+            if saw_file:
+                raise BadRequest("Send exactly one 'file' part")
+            saw_file = True
+            part.is_file = True
+            result.filename = params.get(b"filename", b"upload").decode("utf-8", "replace")[:255]
+            handle = destination.open("wb")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if part.is_file and handle is not None:
+            handle.write(data[start:end])
+            result.file_bytes += end - start
+            return
+        part.value += data[start:end]
+        if len(part.value) > MAX_FIELD_BYTES:
+            raise BadRequest(f"Form field {part.name!r} is longer than {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end() -> None:
+        nonlocal handle
+        if part.is_file:
+            if handle is not None:
+                handle.close()
+                handle = None
+            return
+        if len(result.fields) >= MAX_FIELDS:
+            raise BadRequest("Too many form fields")
+        try:
+            result.fields[part.name] = bytes(part.value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"Form field {part.name!r} is not UTF-8 text") from None
+
+    parser = MultipartParser(
+        boundary_of(content_type),
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    received = 0
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > max_bytes:
+                raise PayloadTooLarge(
+                    f"The upload is larger than the {max_bytes} bytes this service accepts",
+                    extra={"limit_bytes": max_bytes},
+                )
+            parser.write(chunk)
+        parser.finalize()
+    except (PayloadTooLarge, BadRequest):
+        raise
+    except Exception as exc:  # python-multipart raises several unrelated types
+        raise BadRequest(f"Malformed multipart body: {exc}", code="invalid_multipart") from None
+    finally:
+        if handle is not None:
+            handle.close()
+    if not saw_file:
+        raise BadRequest("The form has no 'file' part", code="missing_file")
+    return result

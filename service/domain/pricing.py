@@ -1,0 +1,167 @@
+"""Training cost estimate: epochs, billed tokens, steps and price.
+
+Epochs follow the cookbook's heuristic for `n_epochs: "auto"`: 3, raised so
+that small datasets see about 100 examples in total (at most 25 epochs),
+lowered so that large ones see about 25,000 (at least 1 epoch). Billed tokens
+are epochs times the sum over examples of min(limit, tokens of the example),
+because the provider truncates long examples instead of billing them whole.
+
+Prices come from a dated table file (`service/data/prices-*.json`), so a
+price change is a data change with a date on it, never a code change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from service.domain.tokens import DATA_DIR, ModelSpec
+
+DEFAULT_PRICE_TABLE_PATH = DATA_DIR / "prices-2026-11-01.json"
+
+TARGET_EXAMPLES_SEEN_MIN = 100
+TARGET_EXAMPLES_SEEN_MAX = 25_000
+DEFAULT_EPOCHS = 3
+MAX_AUTO_EPOCHS = 25
+MIN_AUTO_EPOCHS = 1
+
+# The provider's "auto" batch size is not published. Observed jobs use about
+# 0.2% of the examples, at least 1 and at most 256; steps are only an estimate.
+AUTO_BATCH_FRACTION = 0.002
+MAX_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """USD per 1M tokens for one base model."""
+
+    training: float
+    input: float | None
+    cached_input: float | None
+    output: float | None
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    as_of: str
+    source: str
+    currency: str
+    models: Mapping[str, ModelPrice]
+
+    def price_for(self, base_model: str) -> ModelPrice | None:
+        return self.models.get(base_model)
+
+
+def load_price_table(path: Path | None = None) -> PriceTable:
+    """Read a price table; the packaged one is cached after the first read."""
+    if path is None:
+        return _packaged_price_table()
+    return _parse_price_table(json.loads(path.read_text(encoding="utf-8")))
+
+
+@cache
+def _packaged_price_table() -> PriceTable:
+    return _parse_price_table(json.loads(DEFAULT_PRICE_TABLE_PATH.read_text(encoding="utf-8")))
+
+
+def _optional_price(entry: Mapping[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    return None if value is None else float(value)
+
+
+def _parse_price_table(raw: Mapping[str, Any]) -> PriceTable:
+    return PriceTable(
+        as_of=str(raw["as_of"]),
+        source=str(raw["source"]),
+        currency=str(raw.get("currency", "USD")),
+        models={
+            name: ModelPrice(
+                training=float(entry["training"]),
+                input=_optional_price(entry, "input"),
+                cached_input=_optional_price(entry, "cached_input"),
+                output=_optional_price(entry, "output"),
+            )
+            for name, entry in raw["models"].items()
+        },
+    )
+
+
+def default_epochs(example_count: int) -> int:
+    """The cookbook's `n_epochs: auto` heuristic."""
+    if example_count <= 0:
+        return DEFAULT_EPOCHS
+    if example_count * DEFAULT_EPOCHS < TARGET_EXAMPLES_SEEN_MIN:
+        return min(MAX_AUTO_EPOCHS, TARGET_EXAMPLES_SEEN_MIN // example_count)
+    if example_count * DEFAULT_EPOCHS > TARGET_EXAMPLES_SEEN_MAX:
+        return max(MIN_AUTO_EPOCHS, TARGET_EXAMPLES_SEEN_MAX // example_count)
+    return DEFAULT_EPOCHS
+
+
+def default_batch_size(example_count: int) -> int:
+    return max(1, min(MAX_BATCH_SIZE, math.ceil(example_count * AUTO_BATCH_FRACTION)))
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a training job on this dataset would cost, before anything is spent."""
+
+    model: str
+    n_epochs: int
+    n_epochs_auto: bool
+    batch_size: int
+    batch_size_auto: bool
+    steps: int
+    billed_tokens_per_epoch: int
+    billed_tokens: int
+    training_price_per_million: float | None
+    cost_usd: float | None
+    currency: str
+    price_table_as_of: str
+    price_source: str
+
+
+def estimate_training(
+    *,
+    spec: ModelSpec,
+    example_count: int,
+    billed_tokens_per_epoch: int,
+    prices: PriceTable,
+    n_epochs: int | None = None,
+    batch_size: int | None = None,
+) -> Estimate:
+    """Estimate a job. `billed_tokens_per_epoch` is Σ min(limit, tokens of example).
+
+    `n_epochs` / `batch_size` override the automatic choices (what a job
+    request's hyperparameters would set). The cost is None when the table has
+    no price for the base model.
+    """
+    if n_epochs is not None and n_epochs < 1:
+        raise ValueError("n_epochs must be at least 1")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    epochs = n_epochs if n_epochs is not None else default_epochs(example_count)
+    batch = batch_size if batch_size is not None else default_batch_size(example_count)
+    steps = math.ceil(example_count / batch) * epochs
+    billed = epochs * billed_tokens_per_epoch
+    price = prices.price_for(spec.base_model)
+    cost = None if price is None else round(billed / 1_000_000 * price.training, 6)
+    return Estimate(
+        model=spec.base_model,
+        n_epochs=epochs,
+        n_epochs_auto=n_epochs is None,
+        batch_size=batch,
+        batch_size_auto=batch_size is None,
+        steps=steps,
+        billed_tokens_per_epoch=billed_tokens_per_epoch,
+        billed_tokens=billed,
+        training_price_per_million=None if price is None else price.training,
+        cost_usd=cost,
+        currency=prices.currency,
+        price_table_as_of=prices.as_of,
+        price_source=prices.source,
+    )

@@ -1,0 +1,264 @@
+"""The provider over the official `openai` SDK (3.x).
+
+One SDK client per process, created once and sharing one connection pool.
+Covers OpenAI itself, Azure OpenAI's v1 API (set OPENAI_BASE_URL to
+`https://RESOURCE.openai.azure.com/openai/v1/` and OPENAI_JOB_EXTRA_BODY to
+`{"trainingType": "GlobalStandard"}`) and the simulator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+
+from service.providers.base import (
+    JobSpec,
+    ProviderError,
+    UpstreamCheckpoint,
+    UpstreamError,
+    UpstreamEvent,
+    UpstreamFile,
+    UpstreamJob,
+)
+
+# Above this, files go through the Uploads API in parts (OpenAI's single-file limit).
+SINGLE_UPLOAD_LIMIT = 512 * 1024 * 1024
+UPLOAD_PART_SIZE = 64 * 1024 * 1024
+EVENTS_PAGE = 100
+
+T = TypeVar("T")
+
+
+def _retry_after(headers: httpx2.Headers | None) -> float | None:
+    if headers is None:
+        return None
+    if (value := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            return float(value) / 1000
+    if (value := headers.get("retry-after")) is not None:
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return None
+
+
+def to_provider_error(exc: openai.OpenAIError) -> ProviderError:
+    """Map the SDK's exceptions onto our classified error, keeping OpenAI's words."""
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error", body) if isinstance(body, dict) else {}
+        error = error if isinstance(error, dict) else {}
+        return ProviderError(
+            str(error.get("message") or exc.message),
+            status=exc.status_code,
+            code=error.get("code") if isinstance(error.get("code"), str) else None,
+            param=error.get("param") if isinstance(error.get("param"), str) else None,
+            retry_after=_retry_after(exc.response.headers),
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError("The provider did not answer in time", status=None, timeout=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(f"Could not reach the provider: {exc.message}", status=None)
+    return ProviderError(str(exc), status=None)
+
+
+async def _call(operation: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await operation()
+    except openai.OpenAIError as exc:
+        raise to_provider_error(exc) from exc
+
+
+def _job(job: Any) -> UpstreamJob:
+    error = None
+    # The real API sends `error: {}` on jobs that have not failed.
+    if job.error is not None and getattr(job.error, "code", None):
+        error = UpstreamError(code=job.error.code, message=job.error.message, param=job.error.param)
+    hyper = job.hyperparameters.model_dump() if job.hyperparameters is not None else {}
+    return UpstreamJob(
+        id=job.id,
+        status=job.status,
+        model=job.model,
+        fine_tuned_model=job.fine_tuned_model,
+        trained_tokens=job.trained_tokens,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        estimated_finish=getattr(job, "estimated_finish", None),
+        result_files=tuple(job.result_files or ()),
+        error=error,
+        hyperparameters=hyper,
+        metadata=dict(job.metadata or {}),
+    )
+
+
+class OpenAICompatibleProvider:
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        job_extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._http = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(timeout, connect=10.0),
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=100),
+        )
+        self._client = AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=self._http,
+        )
+        # Chat is a synchronous proxy: the caller sees upstream 429s and decides.
+        self._chat_client = self._client.with_options(max_retries=0)
+        self._job_extra_body = dict(job_extra_body or {})
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def upload_file(self, path: Path, *, filename: str) -> UpstreamFile:
+        size = path.stat().st_size  # noqa: ASYNC240 - one stat call
+        if size > SINGLE_UPLOAD_LIMIT:
+            upload = await _call(
+                lambda: self._client.uploads.upload_file_chunked(
+                    file=path,
+                    mime_type="application/jsonl",
+                    purpose="fine-tune",
+                    bytes=size,
+                    part_size=UPLOAD_PART_SIZE,
+                )
+            )
+            if upload.file is None:
+                raise ProviderError("The upload completed without a file", status=None)
+            return UpstreamFile(id=upload.file.id, bytes=upload.file.bytes, filename=filename)
+
+        async def single() -> Any:
+            with path.open("rb") as handle:
+                return await self._client.files.create(
+                    file=(filename, handle, "application/jsonl"), purpose="fine-tune"
+                )
+
+        created = await _call(single)
+        return UpstreamFile(id=created.id, bytes=created.bytes, filename=created.filename)
+
+    async def find_job(self, metadata_key: str, metadata_value: str) -> UpstreamJob | None:
+        async def lookup() -> UpstreamJob | None:
+            page = await self._client.fine_tuning.jobs.list(
+                metadata={metadata_key: metadata_value}, limit=10
+            )
+            for job in page.data:
+                if (job.metadata or {}).get(metadata_key) == metadata_value:
+                    return _job(job)
+            return None
+
+        return await _call(lookup)
+
+    async def create_job(self, spec: JobSpec) -> UpstreamJob:
+        created = await _call(
+            lambda: self._client.fine_tuning.jobs.create(
+                model=spec.model,
+                training_file=spec.training_file,
+                validation_file=spec.validation_file or openai.omit,
+                method=dict(spec.method) if spec.method else openai.omit,  # type: ignore[arg-type]
+                suffix=spec.suffix or openai.omit,
+                seed=spec.seed if spec.seed is not None else openai.omit,
+                metadata=dict(spec.metadata),
+                extra_body=self._job_extra_body or None,
+            )
+        )
+        return _job(created)
+
+    async def get_job(self, job_id: str) -> UpstreamJob:
+        return _job(await _call(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
+
+    async def cancel_job(self, job_id: str) -> UpstreamJob:
+        return _job(await _call(lambda: self._client.fine_tuning.jobs.cancel(job_id)))
+
+    async def pause_job(self, job_id: str) -> UpstreamJob:
+        return _job(await _call(lambda: self._client.fine_tuning.jobs.pause(job_id)))
+
+    async def resume_job(self, job_id: str) -> UpstreamJob:
+        return _job(await _call(lambda: self._client.fine_tuning.jobs.resume(job_id)))
+
+    async def events_since(self, job_id: str, last_seen: str | None) -> list[UpstreamEvent]:
+        async def collect() -> list[UpstreamEvent]:
+            newest_first: list[UpstreamEvent] = []
+            after: str | None = None
+            while True:
+                page = await self._client.fine_tuning.jobs.list_events(
+                    job_id, limit=EVENTS_PAGE, after=after if after else openai.omit
+                )
+                for event in page.data:
+                    if event.id == last_seen:
+                        return newest_first[::-1]
+                    newest_first.append(
+                        UpstreamEvent(
+                            id=event.id,
+                            created_at=event.created_at,
+                            level=event.level,
+                            message=event.message,
+                            type=event.type or "message",
+                            data=dict(event.data or {}) if isinstance(event.data, dict) else {},
+                        )
+                    )
+                if not page.has_more or not page.data:
+                    return newest_first[::-1]
+                after = page.data[-1].id
+
+        return await _call(collect)
+
+    async def checkpoints(self, job_id: str) -> list[UpstreamCheckpoint]:
+        async def collect() -> list[UpstreamCheckpoint]:
+            found: list[UpstreamCheckpoint] = []
+            async for item in self._client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
+                found.append(
+                    UpstreamCheckpoint(
+                        id=item.id,
+                        created_at=item.created_at,
+                        step_number=item.step_number,
+                        fine_tuned_model_checkpoint=item.fine_tuned_model_checkpoint,
+                        metrics=item.metrics.model_dump(exclude_none=True),
+                    )
+                )
+            return sorted(found, key=lambda c: c.step_number)
+
+        return await _call(collect)
+
+    async def file_content(self, file_id: str) -> bytes:
+        response = await _call(lambda: self._client.files.content(file_id))
+        return response.content
+
+    async def chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        async def send() -> dict[str, Any]:
+            raw = await self._chat_client.chat.completions.with_raw_response.create(**body)
+            parsed = raw.http_response.json()
+            return parsed if isinstance(parsed, dict) else {}
+
+        return await _call(send)
+
+    async def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[bytes]:
+        request = {**body, "stream": True}
+        try:
+            async with self._chat_client.chat.completions.with_streaming_response.create(
+                **request
+            ) as response:
+                async for chunk in response.http_response.aiter_raw():
+                    yield chunk
+        except openai.OpenAIError as exc:
+            raise to_provider_error(exc) from exc
+        except httpx2.HTTPError as exc:
+            raise ProviderError(f"The provider stream broke: {exc}", status=None) from exc

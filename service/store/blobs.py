@@ -1,0 +1,76 @@
+"""Dataset files on disk (DATA_DIR), behind a small interface.
+
+Uploads are streamed into a temporary file in the same directory tree and
+renamed into place only when a dataset is accepted, so a refused or broken
+upload never leaves a half-written dataset behind. An S3-compatible store can
+replace this class: the rest of the code only calls these methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.datasets = root / "datasets"
+        self.scratch = root / "tmp"
+
+    def ensure(self) -> None:
+        self.datasets.mkdir(parents=True, exist_ok=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    def path(self, dataset_id: str) -> Path:
+        if not dataset_id.replace("_", "").isalnum():
+            raise ValueError("dataset ids are alphanumeric")
+        return self.datasets / f"{dataset_id}.jsonl"
+
+    @contextmanager
+    def scratch_file(self, suffix: str = "") -> Iterator[Path]:
+        """A temporary path that is removed on exit unless it was committed (moved)."""
+        self.ensure()
+        path = self.scratch / f"{secrets.token_hex(12)}{suffix}"
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def commit(self, scratch: Path, dataset_id: str) -> Path:
+        """Atomically move a finished file into place."""
+        self.ensure()
+        target = self.path(dataset_id)
+        os.replace(scratch, target)
+        return target
+
+    def original_path(self, dataset_id: str) -> Path:
+        """Where a large upload waits for the worker to validate it."""
+        self.ensure()
+        (self.root / "originals").mkdir(parents=True, exist_ok=True)
+        return self.root / "originals" / f"{self.path(dataset_id).stem}.upload"
+
+    def delete_original(self, dataset_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.original_path(dataset_id).unlink()
+
+    def delete(self, dataset_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(dataset_id).unlink()
+
+    def exists(self, dataset_id: str) -> bool:
+        return self.path(dataset_id).is_file()
+
+    async def stream(self, dataset_id: str) -> AsyncIterator[bytes]:
+        async with await anyio.open_file(self.path(dataset_id), "rb") as handle:
+            while chunk := await handle.read(CHUNK_BYTES):
+                yield chunk

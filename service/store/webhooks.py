@@ -1,0 +1,152 @@
+"""Webhook endpoints and deliveries in Redis.
+
+- `fts:webhook:{id}`: an endpoint (url, event types, secrets, health).
+- `fts:delivery:{id}`: one message to one target, with its state.
+- `fts:delivery:{id}:attempts`: every attempt, oldest first.
+- `fts:webhook:{id}:deliveries`: an endpoint's deliveries by creation time.
+- `fts:deliveries:pending`: ids still to deliver (what the reconciler walks).
+
+Delivery ids are derived from (event, target), so emitting the same event
+twice (a retried sync) finds the delivery it already made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from service.errors import NotFound
+from service.store.keys import Keys
+from service.store.records import (
+    Page,
+    creation_score,
+    dumps,
+    get_record,
+    page_ids,
+    update_record,
+)
+
+MAX_ATTEMPTS_KEPT = 50
+
+
+def delivery_id_for(event_key: str, target: str) -> str:
+    digest = hashlib.blake2b(f"{event_key}|{target}".encode(), digest_size=15).hexdigest()
+    return "whd_" + digest
+
+
+class WebhookStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    # Endpoints
+    async def create_endpoint(self, endpoint: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.endpoint(endpoint["id"]), dumps(endpoint))
+            pipe.zadd(
+                self.keys.endpoints_by_tenant(endpoint["tenant"]),
+                {endpoint["id"]: creation_score()},
+            )
+            await pipe.execute()
+
+    async def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        return await get_record(self.redis, self.keys.endpoint(endpoint_id))
+
+    async def endpoint_for_tenant(self, tenant: str, endpoint_id: str) -> dict[str, Any]:
+        found = await self.endpoint(endpoint_id)
+        if found is None or found.get("tenant") != tenant:
+            raise NotFound(f"No webhook endpoint {endpoint_id} for this tenant")
+        return found
+
+    async def update_endpoint(
+        self, endpoint_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        return await update_record(self.redis, self.keys.endpoint(endpoint_id), change)
+
+    async def delete_endpoint(self, endpoint: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.endpoint(endpoint["id"]))
+            pipe.zrem(self.keys.endpoints_by_tenant(endpoint["tenant"]), endpoint["id"])
+            await pipe.execute()
+
+    async def endpoint_page(self, tenant: str, *, limit: int, after: str | None) -> Page:
+        return await page_ids(
+            self.redis, self.keys.endpoints_by_tenant(tenant), limit=limit, after=after
+        )
+
+    async def endpoints(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        ids = list(ids)
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.endpoint(i) for i in ids])
+        return [json.loads(raw) for raw in raws if raw is not None]
+
+    async def tenant_endpoints(self, tenant: str) -> list[dict[str, Any]]:
+        ids = await self.redis.zrange(self.keys.endpoints_by_tenant(tenant), 0, -1)
+        return await self.endpoints(ids)
+
+    # Deliveries
+    async def add_delivery(self, delivery: dict[str, Any]) -> bool:
+        """Store a new delivery; False if this (event, target) was already recorded."""
+        created = await self.redis.set(self.keys.delivery(delivery["id"]), dumps(delivery), nx=True)
+        if not created:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if delivery.get("endpoint_id"):
+                pipe.zadd(
+                    self.keys.deliveries_by_endpoint(delivery["endpoint_id"]),
+                    {delivery["id"]: creation_score()},
+                )
+            pipe.sadd(self.keys.pending_deliveries, delivery["id"])
+            await pipe.execute()
+        return True
+
+    async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        return await get_record(self.redis, self.keys.delivery(delivery_id))
+
+    async def delivery_for_tenant(self, tenant: str, delivery_id: str) -> dict[str, Any]:
+        found = await self.delivery(delivery_id)
+        if found is None or found.get("tenant") != tenant:
+            raise NotFound(f"No webhook delivery {delivery_id} for this tenant")
+        return found
+
+    async def update_delivery(
+        self, delivery_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        def index(pipe: Any, delivery: dict[str, Any]) -> None:
+            if delivery["state"] == "pending":
+                pipe.sadd(self.keys.pending_deliveries, delivery_id)
+            else:
+                pipe.srem(self.keys.pending_deliveries, delivery_id)
+
+        return await update_record(self.redis, self.keys.delivery(delivery_id), change, extra=index)
+
+    async def add_attempt(self, delivery_id: str, attempt: dict[str, Any]) -> None:
+        key = self.keys.delivery_attempts(delivery_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, dumps(attempt))
+            pipe.ltrim(key, -MAX_ATTEMPTS_KEPT, -1)
+            await pipe.execute()
+
+    async def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
+        raws = await self.redis.lrange(self.keys.delivery_attempts(delivery_id), 0, -1)
+        return [json.loads(raw) for raw in raws]
+
+    async def delivery_page(self, endpoint_id: str, *, limit: int, after: str | None) -> Page:
+        return await page_ids(
+            self.redis, self.keys.deliveries_by_endpoint(endpoint_id), limit=limit, after=after
+        )
+
+    async def deliveries(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        ids = list(ids)
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.delivery(i) for i in ids])
+        return [json.loads(raw) for raw in raws if raw is not None]
+
+    async def pending_ids(self) -> set[str]:
+        return set(await self.redis.smembers(self.keys.pending_deliveries))

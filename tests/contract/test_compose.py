@@ -1,0 +1,82 @@
+"""No Docker engine runs here, so check that compose and the Dockerfile only
+name things that exist in the project."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.settings import Settings
+from tests.conftest import REPO
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+KNOWN_VARIABLES = {name.upper() for name in Settings.model_fields} | {"TIKTOKEN_CACHE_DIR"}
+
+
+def _services_with_build() -> list[tuple[str, dict]]:
+    return [(name, spec) for name, spec in COMPOSE["services"].items() if "build" in spec]
+
+
+def test_redis_has_aof_and_a_healthcheck() -> None:
+    redis = COMPOSE["services"]["redis"]
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert "healthcheck" in redis
+
+
+@pytest.mark.parametrize(("name", "spec"), _services_with_build())
+def test_build_context_and_dockerfile_exist(name: str, spec: dict) -> None:
+    context = REPO / spec["build"]["context"]
+    assert context.is_dir(), name
+    assert (context / spec["build"].get("dockerfile", "Dockerfile")).is_file(), name
+
+
+@pytest.mark.parametrize(("name", "spec"), _services_with_build())
+def test_commands_name_runnable_modules(name: str, spec: dict) -> None:
+    command = spec["command"]
+    assert command[:2] == ["python", "-m"], name
+    module = command[2]
+    assert (REPO / module / "__main__.py").is_file(), f"{name}: no module {module}"
+
+
+@pytest.mark.parametrize(("name", "spec"), _services_with_build())
+def test_environment_names_are_settings_the_code_reads(name: str, spec: dict) -> None:
+    for variable in spec.get("environment", {}):
+        assert variable in KNOWN_VARIABLES, f"{name}: {variable} is read by nothing"
+
+
+def test_api_and_worker_share_one_image_and_the_dataset_volume() -> None:
+    api, worker = COMPOSE["services"]["api"], COMPOSE["services"]["worker"]
+    assert api["build"] == worker["build"]
+    assert api["command"] != worker["command"]
+    assert set(api["volumes"]) & set(worker["volumes"])
+    for spec in (api, worker):
+        assert spec["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert COMPOSE["services"]["simulator"]["profiles"] == ["dev"]
+
+
+def test_dockerfile_copies_only_paths_that_exist() -> None:
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        match = re.match(r"COPY\s+(?!--)(.+)\s+\S+$", line)
+        if match:
+            for source in match.group(1).split():
+                assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_env_example_names_only_known_variables() -> None:
+    for line in (REPO / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            variable = line.split("=", 1)[0]
+            assert variable in KNOWN_VARIABLES, variable
+
+
+def test_every_make_target_the_readme_names_exists() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z-]+):", makefile, re.M))
+    readme = (REPO / "README.md").read_text()
+    for target in re.findall(r"make ([a-z-]+)", readme):
+        assert target in targets, target
+    assert Path(REPO / ".ci" / "run").read_text().count("make test") == 1

@@ -1,0 +1,277 @@
+"""`deliver_webhook`: one signed POST attempt, recorded, and the next one scheduled.
+
+- 2xx is success; anything else (3xx included: redirects are never followed)
+  is a failure and schedules the next attempt on DELAYS with jitter, honouring
+  a bounded Retry-After.
+- 410 Gone disables the endpoint at once; an endpoint failing without a single
+  success for DISABLE_AFTER_SECONDS is disabled and says why.
+- The address dialled is checked at connect time (`GuardedTransport`), so a
+  DNS answer that changed since registration cannot reach a private network.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import httpx
+
+from service import tasks
+from service.domain import webhook_signing
+from service.outbound_guard import UnsafeTarget, check_url_shape, refuse_private, resolve
+from service.resources import Resources
+from service.store.records import now_iso
+from service.store.webhooks import WebhookStore
+from worker.context import WorkerContext
+
+logger = logging.getLogger(__name__)
+
+# Seconds before attempt 2, 3, …: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DELAYS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+MAX_ATTEMPTS = len(DELAYS) + 1
+TIMEOUT_SECONDS = 15.0
+MAX_RETRY_AFTER = 3600.0
+RESPONSE_KEEP_BYTES = 1024
+DISABLE_AFTER_SECONDS = 5 * 24 * 3600
+SECRET_OVERLAP_SECONDS = 24 * 3600
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """Resolve the host ourselves, refuse non-public answers, dial the checked address.
+
+    The request keeps its Host header and TLS server name, so virtual hosting
+    and certificate checks work as if the name had been dialled.
+    """
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = httpx.AsyncHTTPTransport(retries=0)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host, port = check_url_shape(str(request.url))
+        addresses = await resolve(host, port)
+        if not self._allow_private:
+            refuse_private(host, addresses)
+        if not addresses:
+            raise UnsafeTarget(f"webhook host {host!r} has no address")
+        address = addresses[0]
+        literal = f"[{address}]" if address.version == 6 else str(address)
+        explicit_port = request.url.port
+        request.url = request.url.copy_with(host=literal)
+        request.headers["host"] = f"{host}:{explicit_port}" if explicit_port else host
+        request.extensions = {**request.extensions, "sni_hostname": host}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def delivery_client(*, allow_private: bool) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=GuardedTransport(allow_private=allow_private),
+        timeout=httpx.Timeout(TIMEOUT_SECONDS),
+        follow_redirects=False,
+        headers={"user-agent": "finetune-service-webhooks/1"},
+    )
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(value)))
+    except ValueError:
+        return None
+
+
+def next_delay(attempt: int, retry_after: float | None) -> float | None:
+    """Delay before attempt `attempt + 1`, or None when attempts are used up."""
+    if attempt >= MAX_ATTEMPTS:
+        return None
+    base = DELAYS[attempt - 1] * random.uniform(0.9, 1.1)  # noqa: S311 - jitter
+    return max(base, retry_after) if retry_after is not None else base
+
+
+def signing_secrets(endpoint: dict[str, Any] | None, fallback: str) -> list[str]:
+    if endpoint is None:
+        return [fallback]
+    now = time.time()
+    active = [
+        s["secret"]
+        for s in endpoint.get("secrets", [])
+        if s.get("expires_at") is None or s["expires_at"] > now
+    ]
+    return active or [fallback]
+
+
+async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) -> str:
+    resources = ctx["resources"]
+    store = WebhookStore(resources.redis, resources.keys)
+    delivery = await store.delivery(delivery_id)
+    if delivery is None:
+        return "gone"
+    if delivery["state"] != "pending" or int(delivery["attempt_count"]) >= attempt:
+        return "stale"  # a duplicate enqueue of an attempt that already ran
+    endpoint = None
+    if delivery.get("endpoint_id"):
+        endpoint = await store.endpoint(delivery["endpoint_id"])
+        if endpoint is None or not endpoint.get("enabled"):
+            reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
+            await _finish(store, delivery_id, "failed", error=reason)
+            return reason
+    url = endpoint["url"] if endpoint else delivery["url"]
+    body = delivery["payload"].encode()
+    headers = webhook_signing.headers(
+        signing_secrets(endpoint, resources.settings.signing_secret),
+        delivery["event_id"],
+        int(time.time()),
+        body,
+    )
+    started = time.perf_counter()
+    response: httpx.Response | None = None
+    error: str | None = None
+    client = ctx.get("webhook_client")
+    if client is None:
+        client = delivery_client(allow_private=resources.settings.webhook_allow_private_networks)
+        ctx["webhook_client"] = client
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except UnsafeTarget as exc:
+        error = exc.detail
+    except httpx.TimeoutException:
+        error = f"timed out after {TIMEOUT_SECONDS:g} s"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    status = response.status_code if response is not None else None
+    await store.add_attempt(
+        delivery_id,
+        {
+            "attempt": attempt,
+            "at": now_iso(),
+            "url": url,
+            "status": status,
+            "latency_ms": latency_ms,
+            "response": response.text[:RESPONSE_KEEP_BYTES] if response is not None else None,
+            "error": error,
+        },
+    )
+    succeeded = status is not None and 200 <= status < 300
+    if succeeded:
+        await _finish(store, delivery_id, "succeeded", status=status, attempts=attempt)
+        if endpoint is not None:
+            await store.update_endpoint(endpoint["id"], _healthy)
+        return "succeeded"
+    if status is not None and 300 <= status < 400:
+        error = f"redirect ({status}) not followed"
+    error = error or f"HTTP {status}"
+    if status == 410 and endpoint is not None:
+        await store.update_endpoint(
+            endpoint["id"], lambda e: _disable(e, "The endpoint answered 410 Gone")
+        )
+        await _finish(store, delivery_id, "failed", status=status, error=error, attempts=attempt)
+        return "gone-410"
+    if endpoint is not None:
+        endpoint = await store.update_endpoint(endpoint["id"], _failing)
+        if (
+            time.time() - float(endpoint.get("failing_since") or time.time())
+            > DISABLE_AFTER_SECONDS
+        ):
+            await store.update_endpoint(
+                endpoint["id"],
+                lambda e: _disable(e, "Every delivery failed for more than 5 days"),
+            )
+    delay = next_delay(attempt, _retry_after(response))
+    if delay is None:
+        await _finish(store, delivery_id, "failed", status=status, error=error, attempts=attempt)
+        return "failed"
+
+    def schedule(d: dict[str, Any]) -> dict[str, Any]:
+        d.update(
+            attempt_count=attempt,
+            last_status=status,
+            last_error=error,
+            next_attempt_at=time.time() + delay,
+            updated_at=now_iso(),
+        )
+        return d
+
+    await store.update_delivery(delivery_id, schedule)
+    await tasks.enqueue_delivery(resources.queue, delivery_id, attempt=attempt + 1, defer_by=delay)
+    logger.info(
+        "webhook attempt failed; retrying",
+        extra={
+            "delivery_id": delivery_id,
+            "status": status,
+            "error": error,
+            "retry_in": round(delay, 1),
+        },
+    )
+    return "retrying"
+
+
+async def _finish(
+    store: WebhookStore,
+    delivery_id: str,
+    state: str,
+    *,
+    status: int | None = None,
+    error: str | None = None,
+    attempts: int | None = None,
+) -> None:
+    def change(d: dict[str, Any]) -> dict[str, Any]:
+        d.update(
+            state=state,
+            last_status=status,
+            last_error=error,
+            finished_at=now_iso(),
+            updated_at=now_iso(),
+        )
+        if attempts is not None:
+            d["attempt_count"] = attempts
+        return d
+
+    await store.update_delivery(delivery_id, change)
+
+
+def _healthy(endpoint: dict[str, Any]) -> dict[str, Any] | None:
+    if endpoint.get("failing_since") is None:
+        return None
+    endpoint["failing_since"] = None
+    return endpoint
+
+
+def _failing(endpoint: dict[str, Any]) -> dict[str, Any] | None:
+    if endpoint.get("failing_since") is not None:
+        return None
+    endpoint["failing_since"] = time.time()
+    return endpoint
+
+
+def _disable(endpoint: dict[str, Any], reason: str) -> dict[str, Any]:
+    endpoint.update(enabled=False, disabled_reason=reason, updated_at=now_iso())
+    return endpoint
+
+
+async def requeue_pending(resources: Resources) -> int:
+    """For the reconciler: make sure every pending delivery has its next attempt queued."""
+    store = WebhookStore(resources.redis, resources.keys)
+    scheduled = 0
+    for delivery in await store.deliveries(await store.pending_ids()):
+        if delivery["state"] != "pending":
+            await store.update_delivery(delivery["id"], lambda d: d)
+            continue
+        attempt = int(delivery["attempt_count"]) + 1
+        if await tasks.is_scheduled(resources.queue, tasks.deliver_job_id(delivery["id"], attempt)):
+            continue
+        defer = max(0.0, float(delivery.get("next_attempt_at") or 0) - time.time())
+        if await tasks.enqueue_delivery(
+            resources.queue, delivery["id"], attempt=attempt, defer_by=defer
+        ):
+            scheduled += 1
+    return scheduled
