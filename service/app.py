@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from litestar import Litestar
@@ -29,6 +29,7 @@ from service.api.jobs import JobController
 from service.api.middleware import request_id_middleware
 from service.api.problems import exception_handlers
 from service.api.webhooks import WebhookController
+from service.domain.tokens import preload_encodings
 from service.logs import register_secrets
 from service.resources import open_resources
 from service.settings import Settings, load_settings
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             executor = ProcessPoolExecutor(
                 max_workers=max(1, os.cpu_count() or 1),
                 mp_context=multiprocessing.get_context("spawn"),
+                initializer=preload_encodings,
             )
             stack.callback(executor.shutdown, wait=True, cancel_futures=True)
             resources = await stack.enter_async_context(open_resources(settings, executor=executor))

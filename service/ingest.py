@@ -19,7 +19,7 @@ import json
 import os
 import zipfile
 from array import array
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -47,6 +47,7 @@ from service.domain.datasets.json_array import JsonArrayError, iter_json_array
 from service.domain.datasets.split import choose_validation, split_key
 from service.domain.datasets.stats import TokenStats, summarize_tokens
 from service.domain.datasets.tables import (
+    MissingColumns,
     TableSyntaxError,
     iter_delimited_rows,
     iter_table_examples,
@@ -259,12 +260,13 @@ def _run_chunks(
                         assembler.add(in_flight.popleft().result())
                 if assembler.stopped:
                     return
-        except (UndecodableInput, TableSyntaxError, JsonArrayError) as exc:
+        except (UndecodableInput, TableSyntaxError, JsonArrayError, MissingColumns) as exc:
             # Chunks already read come first, so their issues keep file order.
             while in_flight and not assembler.stopped:
                 assembler.add(in_flight.popleft().result())
             if not assembler.stopped:
-                assembler.fail(exc.issue)
+                for issue in exc.issues if isinstance(exc, MissingColumns) else [exc.issue]:
+                    assembler.fail(issue)
             return
         while in_flight and not assembler.stopped:
             assembler.add(in_flight.popleft().result())
@@ -328,9 +330,7 @@ def _table_chunks(
     for line, example, problems in iter_table_examples(rows, conversion):
         if example is None:
             rejected.extend(problems)
-            # A header without the mapped columns is not an example.
-            if not any(problem.code == codes.MISSING_COLUMN for problem in problems):
-                rejected_count += 1
+            rejected_count += 1
         else:
             records.append((line, example))
             size += sum(len(message["content"]) for message in example["messages"])

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     chat_base_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_CHAT_BASE_MODELS)
     )
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
     sync_validation_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)

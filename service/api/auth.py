@@ -13,6 +13,7 @@ from litestar import Request
 from litestar.di import NamedDependency
 
 from service.errors import Unauthorized
+from service.rate_limit import spend
 from service.resources import Resources
 
 LOCAL_TENANT = "local"
@@ -33,6 +34,7 @@ def tenant_for_key(api_keys: dict[str, str], presented: str) -> str | None:
 async def provide_tenant(request: Request[Any, Any, Any]) -> str:
     resources: Resources = request.app.state.resources
     if resources.settings.auth_disabled:
+        await spend(resources, LOCAL_TENANT)
         return LOCAL_TENANT
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
@@ -44,4 +46,5 @@ async def provide_tenant(request: Request[Any, Any, Any]) -> str:
             "The API key is not valid",
             headers={"WWW-Authenticate": 'Bearer realm="finetune-service", error="invalid_token"'},
         )
+    await spend(resources, tenant)
     return tenant

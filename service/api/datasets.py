@@ -10,6 +10,7 @@ no request is held for minutes.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +38,7 @@ from service.datasets import (
 )
 from service.domain.jobs import is_terminal
 from service.errors import BadRequest, Conflict, PayloadTooLarge
+from service.idempotency import Outcome, fingerprint, run_once
 from service.resources import Resources
 from service.store.datasets import DatasetStore
 from service.store.jobs import JobStore
@@ -134,6 +136,10 @@ class DatasetReport(BaseModel):
     error_total: int
 
 
+def _location(request: Request[Any, Any, Any], dataset_id: str) -> str:
+    return str(request.url.with_replacements(path=f"/datasets/{dataset_id}", query=""))
+
+
 def _public(record: dict[str, Any]) -> Dataset:
     return Dataset(**dataset_view(record))
 
@@ -204,6 +210,7 @@ class DatasetController(Controller):
                 examples = body.examples
                 filename = None
                 size = len(raw)
+                body_fingerprint = fingerprint(bytes(raw))
             else:
                 upload = await receive_upload(
                     request.stream(), content_type, source, max_bytes=settings.max_upload_bytes
@@ -211,35 +218,38 @@ class DatasetController(Controller):
                 form = _form_request(upload.fields, resources)
                 filename = upload.filename
                 size = upload.file_bytes
+                body_fingerprint = fingerprint(
+                    upload.sha256, json.dumps(upload.fields, sort_keys=True), filename or ""
+                )
             options = ingest_options(form, settings)
-            if not dry_run and examples is None and size > settings.sync_validation_max_bytes:
-                return await self._accept_for_background(
-                    request, resources, tenant, form, source, filename
-                )
-            report = await run_ingest(resources, source, dest, options, examples=examples)
             if dry_run:
+                report = await run_ingest(resources, source, dest, options, examples=examples)
                 return Response(DatasetReport(**report_view(report)), status_code=200)
-            if not report.ok:
-                raise refuse_report(report)
-            records = await build_records(
-                resources,
-                tenant=tenant,
-                form=form,
-                report=report,
-                normalized=dest,
-                filename=filename,
-            )
-        await DatasetStore(resources.redis, resources.keys).create(*records)
-        primary = records[0]
-        return Response(
-            _public(primary),
-            status_code=HTTP_201_CREATED,
-            headers={
-                "Location": str(
-                    request.url.with_replacements(path=f"/datasets/{primary['id']}", query="")
+
+            async def produce() -> Outcome:
+                if examples is None and size > settings.sync_validation_max_bytes:
+                    return await self._accept_for_background(
+                        request, resources, tenant, form, source, filename
+                    )
+                report = await run_ingest(resources, source, dest, options, examples=examples)
+                if not report.ok:
+                    raise refuse_report(report)
+                records = await build_records(
+                    resources,
+                    tenant=tenant,
+                    form=form,
+                    report=report,
+                    normalized=dest,
+                    filename=filename,
                 )
-            },
-        )
+                await DatasetStore(resources.redis, resources.keys).create(*records)
+                return Outcome(
+                    HTTP_201_CREATED,
+                    _public(records[0]).model_dump(mode="json"),
+                    {"Location": _location(request, records[0]["id"])},
+                )
+
+            return await run_once(request, resources, tenant, body_fingerprint, produce)
 
     async def _accept_for_background(
         self,
@@ -249,7 +259,7 @@ class DatasetController(Controller):
         form: DatasetRequest,
         source: Path,
         filename: str | None,
-    ) -> Response[Any]:
+    ) -> Outcome:
         dataset_id = new_id("ds")
         original = resources.blobs.original_path(dataset_id)
         await anyio.to_thread.run_sync(shutil.move, str(source), str(original))
@@ -267,14 +277,10 @@ class DatasetController(Controller):
         }
         await DatasetStore(resources.redis, resources.keys).create(record)
         await tasks.enqueue_dataset_validation(resources.queue, dataset_id)
-        return Response(
-            _public(record),
-            status_code=HTTP_202_ACCEPTED,
-            headers={
-                "Location": str(
-                    request.url.with_replacements(path=f"/datasets/{dataset_id}", query="")
-                )
-            },
+        return Outcome(
+            HTTP_202_ACCEPTED,
+            _public(record).model_dump(mode="json"),
+            {"Location": _location(request, dataset_id)},
         )
 
     @post(

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,7 @@ from service.domain.jobs import (
     is_terminal,
 )
 from service.errors import Conflict, Unprocessable
+from service.idempotency import Outcome, fingerprint, run_once
 from service.outbound_guard import check_webhook_url
 from service.resources import Resources
 from service.schemas import Job, public_job
@@ -171,72 +172,78 @@ class JobController(Controller):
         data: JSONBody[JobCreate],
     ) -> Response[Job]:
         resources: Resources = state.resources
-        settings = resources.settings
-        datasets = DatasetStore(resources.redis, resources.keys)
-        dataset = await datasets.get_for_tenant(tenant, data.dataset_id)
-        if dataset.get("status") != "ready":
-            raise Conflict(
-                f"Dataset {dataset['id']} is {dataset.get('status')}, not ready for training",
-                code="dataset_not_ready",
-            )
-        validation = None
-        if data.validation_dataset_id:
-            validation = await datasets.get_for_tenant(tenant, data.validation_dataset_id)
-            if validation.get("status") != "ready":
+
+        async def produce() -> Outcome:
+            settings = resources.settings
+            datasets = DatasetStore(resources.redis, resources.keys)
+            dataset = await datasets.get_for_tenant(tenant, data.dataset_id)
+            if dataset.get("status") != "ready":
                 raise Conflict(
-                    f"Validation dataset {validation['id']} is {validation.get('status')}",
+                    f"Dataset {dataset['id']} is {dataset.get('status')}, not ready for training",
                     code="dataset_not_ready",
                 )
-            if validation.get("kind") != dataset.get("kind"):
+            validation = None
+            if data.validation_dataset_id:
+                validation = await datasets.get_for_tenant(tenant, data.validation_dataset_id)
+                if validation.get("status") != "ready":
+                    raise Conflict(
+                        f"Validation dataset {validation['id']} is {validation.get('status')}",
+                        code="dataset_not_ready",
+                    )
+                if validation.get("kind") != dataset.get("kind"):
+                    raise Unprocessable(
+                        "The validation dataset is of another kind than the training one"
+                    )
+            if data.model not in settings.fine_tunable_models:
                 raise Unprocessable(
-                    "The validation dataset is of another kind than the training one"
+                    f"Model {data.model!r} cannot be fine-tuned here; choose one of: "
+                    + ", ".join(settings.fine_tunable_models),
+                    code="model_not_fine_tunable",
                 )
-        if data.model not in settings.fine_tunable_models:
-            raise Unprocessable(
-                f"Model {data.model!r} cannot be fine-tuned here; choose one of: "
-                + ", ".join(settings.fine_tunable_models),
-                code="model_not_fine_tunable",
+            method = upstream_method(data, dataset.get("kind", "chat"))
+            metadata = check_metadata(data.metadata)
+            suffix = check_suffix(data.suffix)
+            webhook_url = None
+            if data.webhook_url:
+                webhook_url = await check_webhook_url(
+                    data.webhook_url, allow_private=settings.webhook_allow_private_networks
+                )
+            now = now_iso()
+            record: dict[str, Any] = {
+                "id": new_id("job"),
+                "tenant": tenant,
+                "status": JobStatus.PENDING.value,
+                "dataset_id": dataset["id"],
+                "validation_dataset_id": validation["id"] if validation else None,
+                "model": data.model,
+                "method": method,
+                "suffix": suffix,
+                "seed": data.seed,
+                "metadata": metadata,
+                "webhook_url": webhook_url,
+                "fine_tuned_model": None,
+                "error": None,
+                "trained_tokens": None,
+                "estimated_finish": None,
+                "cancel_requested": False,
+                "provider": resources.provider.name if resources.provider else "openai",
+                "upstream": {},
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": None,
+            }
+            jobs = JobStore(resources.redis, resources.keys)
+            await jobs.create(record)
+            # Enqueue only after the record is durable; the reconciler covers a lost enqueue.
+            await tasks.enqueue_sync_job(resources.queue, record["id"])
+            return Outcome(
+                HTTP_202_ACCEPTED,
+                public_job(record).model_dump(mode="json"),
+                {"Location": _location(request, f"/jobs/{record['id']}")},
             )
-        method = upstream_method(data, dataset.get("kind", "chat"))
-        metadata = check_metadata(data.metadata)
-        suffix = check_suffix(data.suffix)
-        webhook_url = None
-        if data.webhook_url:
-            webhook_url = await check_webhook_url(
-                data.webhook_url, allow_private=settings.webhook_allow_private_networks
-            )
-        now = now_iso()
-        record: dict[str, Any] = {
-            "id": new_id("job"),
-            "tenant": tenant,
-            "status": JobStatus.PENDING.value,
-            "dataset_id": dataset["id"],
-            "validation_dataset_id": validation["id"] if validation else None,
-            "model": data.model,
-            "method": method,
-            "suffix": suffix,
-            "seed": data.seed,
-            "metadata": metadata,
-            "webhook_url": webhook_url,
-            "fine_tuned_model": None,
-            "error": None,
-            "trained_tokens": None,
-            "estimated_finish": None,
-            "cancel_requested": False,
-            "provider": resources.provider.name if resources.provider else "openai",
-            "upstream": {},
-            "created_at": now,
-            "updated_at": now,
-            "finished_at": None,
-        }
-        jobs = JobStore(resources.redis, resources.keys)
-        await jobs.create(record)
-        # Enqueue only after the record is durable; the reconciler covers a lost enqueue.
-        await tasks.enqueue_sync_job(resources.queue, record["id"])
-        return Response(
-            public_job(record),
-            status_code=HTTP_202_ACCEPTED,
-            headers={"Location": _location(request, f"/jobs/{record['id']}")},
+
+        return await run_once(
+            request, resources, tenant, fingerprint(data.model_dump_json()), produce
         )
 
     @get(

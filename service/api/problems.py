@@ -19,6 +19,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.types import ExceptionHandlersMap
+from redis.exceptions import RedisError
 
 from service.errors import ServiceError
 from service.logs import request_id_var
@@ -126,6 +127,17 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[
     return problem_response(status, code=code, title=phrase, detail=detail, headers=headers)
 
 
+def _redis_down(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    logger.warning("redis unavailable", extra={"error_type": type(exc).__name__})
+    return problem_response(
+        503,
+        code="redis_unavailable",
+        title="Service unavailable",
+        detail="The service's store is unreachable; retry shortly",
+        headers={"Retry-After": "2"},
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     logger.exception(
         "unhandled error", extra={"path": request.url.path, "error_type": type(exc).__name__}
@@ -143,6 +155,7 @@ def exception_handlers() -> ExceptionHandlersMap:
         ServiceError: _service_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
+        RedisError: _redis_down,
         Exception: _unexpected,
     }
 

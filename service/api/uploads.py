@@ -8,6 +8,7 @@ file and keeps only the small text fields in memory.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ class ParsedUpload:
     fields: dict[str, str] = field(default_factory=dict)
     filename: str | None = None
     file_bytes: int = 0
+    sha256: str = ""
 
 
 @dataclass
@@ -66,6 +68,7 @@ async def receive_upload(
     """
     result = ParsedUpload()
     part = _Part()
+    file_hash = hashlib.sha256()
     handle: IO[bytes] | None = None
     saw_file = False
 
@@ -99,6 +102,7 @@ async def receive_upload(
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part.is_file and handle is not None:
             handle.write(data[start:end])
+            file_hash.update(data[start:end])
             result.file_bytes += end - start
             return
         part.value += data[start:end]
@@ -151,4 +155,5 @@ async def receive_upload(
             handle.close()
     if not saw_file:
         raise BadRequest("The form has no 'file' part", code="missing_file")
+    result.sha256 = file_hash.hexdigest()
     return result

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import openai
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ from service.api.pagination import MAX_LIMIT, ListResponse
 from service.api.problems import problems
 from service.domain.webhook_signing import new_secret
 from service.errors import BadRequest, Conflict, ServiceUnavailable
+from service.idempotency import Outcome, fingerprint, run_once
 from service.notifications import PING_TYPE, new_delivery
 from service.outbound_guard import check_webhook_url
 from service.resources import Resources
@@ -150,6 +151,21 @@ class WebhookController(Controller):
         data: JSONBody[EndpointCreate],
     ) -> Response[EndpointWithSecret]:
         resources: Resources = state.resources
+
+        async def produce() -> Outcome:
+            return await self._create(request, resources, tenant, data)
+
+        return await run_once(
+            request, resources, tenant, fingerprint(data.model_dump_json()), produce
+        )
+
+    async def _create(
+        self,
+        request: Request[Any, Any, Any],
+        resources: Resources,
+        tenant: str,
+        data: EndpointCreate,
+    ) -> Outcome:
         url = await check_webhook_url(
             data.url, allow_private=resources.settings.webhook_allow_private_networks
         )
@@ -171,7 +187,7 @@ class WebhookController(Controller):
         await WebhookStore(resources.redis, resources.keys).create_endpoint(record)
         body = EndpointWithSecret(**public_endpoint(record).model_dump(), secret=secret)
         location = str(request.url.with_replacements(path=f"/webhooks/{record['id']}", query=""))
-        return Response(body, status_code=HTTP_201_CREATED, headers={"Location": location})
+        return Outcome(HTTP_201_CREATED, body.model_dump(mode="json"), {"Location": location})
 
     @get(
         "/",

@@ -194,9 +194,7 @@ def preload_encodings() -> None:
 
 # Built once: json.dumps with options builds a new encoder on every call.
 # Values come from json.loads, so they cannot be circular.
-_COMPACT_ENCODER = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), check_circular=False
-)
+_COMPACT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
 def compact_json(value: object) -> str:

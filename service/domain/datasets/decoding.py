@@ -13,7 +13,7 @@ UTF8_BOM = codecs.BOM_UTF8
 _MAX_UNFINISHED = 3
 
 
-class UndecodableInput(Exception):  # noqa: N818 - it names the condition, like StopIteration
+class UndecodableInput(Exception):
     """The input is not UTF-8; `issue` is the one `encoding` error to report."""
 
     def __init__(self, issue: Issue) -> None:

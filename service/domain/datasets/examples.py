@@ -441,7 +441,8 @@ def _check_function_call(call: object, path: str, role: str | None, found: _Find
         found.add(
             path,
             codes.INVALID_TOOL_CALL,
-            '"function_call" must be an object with "name" and "arguments" on an assistant message.',
+            '"function_call" must be an object with "name" and "arguments" '
+            "on an assistant message.",
         )
         return
     _check_arguments(call.get("arguments"), f"{path}.arguments", found)

@@ -38,7 +38,7 @@ INVALID_TABLE: Final = "invalid_table"
 # Warnings: the dataset is usable, but probably not what the caller meant.
 MISSING_SYSTEM_MESSAGE: Final = "missing_system_message"
 MISSING_USER_MESSAGE: Final = "missing_user_message"
-EXAMPLE_OVER_TOKEN_LIMIT: Final = "example_over_token_limit"
+EXAMPLE_OVER_TOKEN_LIMIT: Final = "example_over_token_limit"  # noqa: S105 - a code, not a secret
 DUPLICATE_EXAMPLE: Final = "duplicate_example"
 
 

@@ -1,8 +1,8 @@
 """Deterministic train/validation split.
 
 Each example gets a key: a BLAKE2b hash of its normalized line, keyed by the
-seed. The validation set is the `round(n × fraction)` examples with the
-smallest keys (at least 1 and at most n − 1), ties broken by position. So the
+seed. The validation set is the `round(n x fraction)` examples with the
+smallest keys (at least 1 and at most n - 1), ties broken by position. So the
 same file and seed always give the same split, a different seed gives an
 independent one, and exact duplicates always land on the same side, which
 keeps copies of training examples out of the validation set.

@@ -31,6 +31,14 @@ class TableSyntaxError(Exception):
         self.issue = issue
 
 
+class MissingColumns(Exception):
+    """The header lacks a mapped column; nothing below it can be converted."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__("; ".join(issue.message for issue in issues))
+        self.issues = issues
+
+
 def sniff_delimiter(header_line: str) -> str:
     """Tab when the header has at least as many tabs as commas, else comma."""
     tabs = header_line.count("\t")
@@ -184,7 +192,7 @@ def iter_table_examples(
 ) -> Iterator[tuple[int, dict[str, Any] | None, list[Issue]]]:
     """(line, chat example or None, issues) per data row; the first non-blank row is the header.
 
-    A header without the mapped columns yields its issues once and stops.
+    Raises MissingColumns when the header lacks a mapped column.
     """
     mapping: ColumnMapping | None = None
     for line, cells in rows:
@@ -193,8 +201,7 @@ def iter_table_examples(
         if mapping is None:
             mapping, problems = ColumnMapping.from_header(cells, settings, line)
             if mapping is None:
-                yield line, None, problems
-                return
+                raise MissingColumns(problems)
             continue
         example, problems = mapping.convert(cells, line, settings)
         yield line, example, problems

@@ -1,0 +1,117 @@
+"""`Idempotency-Key` for POSTs that create something.
+
+The first request with a key claims it (SET NX) with a fingerprint of its
+body; when it finishes, its status, body and Location are stored for 24 hours.
+
+- same key, same body, finished  -> the stored response is replayed
+  (with `Idempotent-Replayed: true`);
+- same key, same body, still running -> 409, try again shortly;
+- same key, different body -> 422;
+- the first request failed (any error) -> nothing was created and the key is
+  released, so a retry runs again.
+
+Keys are scoped to the tenant and the route, so two tenants never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request, Response
+
+from service.errors import BadRequest, Conflict, Unprocessable
+from service.resources import Resources
+
+HEADER = "idempotency-key"
+TTL_SECONDS = 24 * 3600
+IN_FLIGHT_SECONDS = 300
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def fingerprint(*parts: bytes | str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def key_of(request: Request[Any, Any, Any]) -> str | None:
+    value = request.headers.get(HEADER)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_KEY_LENGTH or not value.isprintable():
+        raise BadRequest(
+            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters",
+            code="invalid_idempotency_key",
+        )
+    return value
+
+
+async def run_once(
+    request: Request[Any, Any, Any],
+    resources: Resources,
+    tenant: str,
+    body_fingerprint: str,
+    produce: Callable[[], Awaitable[Outcome]],
+) -> Response[Any]:
+    """Run `produce` at most once per (tenant, route, Idempotency-Key)."""
+    key = key_of(request)
+    if key is None:
+        outcome = await produce()
+        return Response(outcome.body, status_code=outcome.status, headers=outcome.headers)
+    redis_key = resources.keys.idempotency(tenant, f"{request.url.path}:{key}")
+    claim = json.dumps({"state": "running", "fingerprint": body_fingerprint})
+    claimed = await resources.redis.set(redis_key, claim, nx=True, ex=IN_FLIGHT_SECONDS)
+    if not claimed:
+        stored = json.loads(await resources.redis.get(redis_key) or "{}")
+        if stored.get("fingerprint") != body_fingerprint:
+            raise Unprocessable(
+                "This Idempotency-Key was used with a different request body",
+                code="idempotency_key_reused",
+            )
+        if stored.get("state") != "done":
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed; retry shortly",
+                code="idempotency_in_progress",
+                headers={"Retry-After": "1"},
+            )
+        return Response(
+            stored["body"],
+            status_code=int(stored["status"]),
+            headers={**stored.get("headers", {}), "Idempotent-Replayed": "true"},
+        )
+    try:
+        outcome = await produce()
+    except BaseException:
+        # Nothing was created (errors are raised before anything is stored), so
+        # release the key: a retry runs again and gets the same answer.
+        await resources.redis.delete(redis_key)
+        raise
+    await _store(resources, redis_key, body_fingerprint, outcome)
+    return Response(outcome.body, status_code=outcome.status, headers=outcome.headers)
+
+
+async def _store(
+    resources: Resources, redis_key: str, body_fingerprint: str, outcome: Outcome
+) -> None:
+    record = {
+        "state": "done",
+        "fingerprint": body_fingerprint,
+        "status": outcome.status,
+        "body": outcome.body,
+        "headers": {k: v for k, v in outcome.headers.items() if k.lower() in {"location"}},
+    }
+    await resources.redis.set(redis_key, json.dumps(record, ensure_ascii=False), ex=TTL_SECONDS)
