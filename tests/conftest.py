@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,8 @@ def env(redis_server: RedisServer, data_dir: Path) -> dict[str, str]:
         "POLL_MIN_SECONDS": "0.2",
         "POLL_MAX_SECONDS": "1",
         "RECONCILE_EVERY_SECONDS": "2",
+        # A killed worker's task stays locked for this + 10 s; keep crash tests short.
+        "TASK_TIMEOUT_SECONDS": "10",
     }
 
 
@@ -160,15 +163,48 @@ def auth(tenant: str = "tenant-a") -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEYS[tenant]}"}
 
 
-@pytest.fixture
-async def client(settings) -> AsyncIterator:  # type: ignore[no-untyped-def]
-    """The app built by create_app, served in-process with its lifespan."""
-    from litestar.testing import AsyncTestClient
+@contextmanager
+def running_api(settings) -> Iterator[tuple[str, object]]:  # type: ignore[no-untyped-def]
+    """The app from create_app served by uvicorn on a free port in a thread: real HTTP."""
+    import threading
+
+    import uvicorn
 
     from service.app import create_app
 
-    async with AsyncTestClient(create_app(settings)) as test_client:
-        yield test_client
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the API did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@pytest.fixture
+async def client(settings) -> AsyncIterator:  # type: ignore[no-untyped-def]
+    """An HTTP client for the real app, served over loopback in its own thread."""
+    import httpx
+
+    with running_api(settings) as (base_url, app):
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            http.app = app  # type: ignore[attr-defined]
+            yield http
 
 
 @pytest.fixture

@@ -30,12 +30,10 @@ from service.settings import Settings
 from worker import heartbeat
 from worker.context import WorkerContext
 from worker.registry import cron_jobs, task_functions
+from worker.webhook_delivery import delivery_client
 
 logger = logging.getLogger(__name__)
 
-# Longest a single task may run. arq's in-progress key outlives it by 10 s, after
-# which another worker may pick the job up again.
-TASK_TIMEOUT_SECONDS = 300
 # Seconds to let running tasks finish after SIGTERM before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 10
 
@@ -61,11 +59,11 @@ def with_job_context(body: TaskBody) -> TaskBody:
     return run
 
 
-def _function(body: TaskBody, *, max_tries: int | None = None) -> Function:
+def _function(body: TaskBody, *, timeout: float, max_tries: int | None = None) -> Function:
     return func(
         with_job_context(body),  # type: ignore[arg-type]
         name=body.__name__,
-        timeout=TASK_TIMEOUT_SECONDS,
+        timeout=timeout,
         max_tries=max_tries,
     )
 
@@ -95,6 +93,10 @@ def build_worker(
         ctx["exit_stack"] = stack
         ctx["resources"] = resources
         ctx["worker_id"] = worker_id
+        # arq copies ctx for each job, so shared clients must exist before the first one.
+        ctx["webhook_client"] = await stack.enter_async_context(
+            delivery_client(allow_private=settings.webhook_allow_private_networks)
+        )
         await heartbeat.beat(resources, worker_id)
         heartbeat_task = asyncio.create_task(heartbeat.run_heartbeat(resources, worker_id))
         logger.info("worker started", extra={"worker_id": worker_id})
@@ -105,21 +107,22 @@ def build_worker(
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat_task
         typed = cast(WorkerContext, ctx)
-        if "webhook_client" in typed:
-            await typed["webhook_client"].aclose()
         if "resources" in typed:
             await heartbeat.farewell(typed["resources"], worker_id)
         if "exit_stack" in typed:
             await typed["exit_stack"].aclose()
         logger.info("worker stopped", extra={"worker_id": worker_id})
 
-    functions = [_function(body, max_tries=tries) for body, tries in task_functions()]
+    timeout = settings.task_timeout_seconds
+    functions = [
+        _function(body, timeout=timeout, max_tries=tries) for body, tries in task_functions()
+    ]
     crons = [
         cron(
             with_job_context(body),  # type: ignore[arg-type]
             name=body.__name__,
             run_at_startup=True,
-            timeout=TASK_TIMEOUT_SECONDS,
+            timeout=timeout,
             unique=True,
             **_every(settings.reconcile_every_seconds),
         )
@@ -136,7 +139,7 @@ def build_worker(
         job_serializer=tasks.serialize,
         job_deserializer=tasks.deserialize,
         max_jobs=settings.worker_max_jobs,
-        job_timeout=TASK_TIMEOUT_SECONDS,
+        job_timeout=timeout,
         # Results are not read by anyone; keep them briefly so deterministic ids free up.
         keep_result=5,
         poll_delay=poll_delay,

@@ -135,10 +135,7 @@ async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) ->
     started = time.perf_counter()
     response: httpx.Response | None = None
     error: str | None = None
-    client = ctx.get("webhook_client")
-    if client is None:
-        client = delivery_client(allow_private=resources.settings.webhook_allow_private_networks)
-        ctx["webhook_client"] = client
+    client = ctx["webhook_client"]
     try:
         response = await client.post(url, content=body, headers=headers)
     except UnsafeTarget as exc:

@@ -279,7 +279,11 @@ class JobController(Controller):
         has_more = False
         # Filters are applied while walking the tenant's index, a batch at a time.
         while True:
-            page = await jobs.page(tenant, limit=max(limit, 100), after=cursor)
+            filtered = status is not None or dataset_id is not None or wanted_metadata
+            # Unfiltered pages read exactly what they return; filtered ones read ahead.
+            page = await jobs.page(
+                tenant, limit=max(limit, 100) if filtered else limit, after=cursor
+            )
             batch = await jobs.many(page.ids)
             for job in batch:
                 if matches(job):

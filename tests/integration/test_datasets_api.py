@@ -120,7 +120,9 @@ async def test_empty_answer_cell_is_reported_by_row(client) -> None:
     response = await client.post("/datasets", headers=auth(), **upload("t.csv", "\n".join(rows)))
     assert response.status_code == 422
     errors = response.json()["errors"]
-    assert [(e["line"], e["path"], e["code"]) for e in errors] == [(5, "assistant", "missing_content")]
+    assert [(e["line"], e["path"], e["code"]) for e in errors] == [
+        (5, "assistant", "missing_content")
+    ]
 
 
 async def test_non_utf8_file_gets_a_clear_error_not_a_crash(client) -> None:
@@ -186,7 +188,9 @@ async def test_another_tenants_dataset_answers_404(client) -> None:
     ]:
         response = await client.request(method, path, headers=auth("tenant-b"))
         assert response.status_code == 404, (method, path)
-    assert (await client.get(f"/datasets/{dataset_id}", headers=auth("tenant-a"))).status_code == 200
+    assert (
+        await client.get(f"/datasets/{dataset_id}", headers=auth("tenant-a"))
+    ).status_code == 200
 
 
 async def test_delete_removes_the_dataset_and_its_file(client, data_dir) -> None:
@@ -202,7 +206,11 @@ async def test_delete_removes_the_dataset_and_its_file(client, data_dir) -> None
 @pytest.mark.parametrize(
     ("kwargs", "status", "code"),
     [
-        ({"content": b"", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        (
+            {"content": b"", "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
         ({"files": {"name": (None, "a form without a file")}}, 400, "missing_file"),
         ({"json": {"examples": []}}, 400, "invalid_body"),
     ],

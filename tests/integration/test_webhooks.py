@@ -1,0 +1,223 @@
+"""Webhooks out (signed, retried, observable) and OpenAI's webhooks in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import WEBHOOK_SECRET, auth
+from tests.integration.conftest import (
+    SIMULATOR_WEBHOOK_SECRET,
+    create_dataset,
+    start_job,
+    wait_for_job,
+)
+from tests.receiver import running_receiver
+
+
+async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def verify(secret: str, request) -> dict:  # type: ignore[no-untyped-def]
+    return Webhook(secret).verify(request.body, request.headers)
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seconds instead of hours between attempts; the schedule's shape is unchanged."""
+    from worker import webhook_delivery
+
+    monkeypatch.setattr(webhook_delivery, "DELAYS", (0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2))
+
+
+async def test_job_success_arrives_once_signed_with_the_tuned_model(client, worker) -> None:
+    with running_receiver() as receiver:
+        endpoint = await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        assert endpoint.status_code == 201, endpoint.text
+        secret = endpoint.json()["secret"]
+        assert secret.startswith("whsec_")
+        assert (
+            "secret"
+            not in (await client.get(f"/webhooks/{endpoint.json()['id']}", headers=auth())).json()
+        )
+        dataset = await create_dataset(client)
+        job = await start_job(client, dataset["id"], webhook_url=receiver.url + "?own=1")
+        done = await wait_for_job(client, job["id"], {"succeeded"})
+        await wait_for(lambda: len(receiver.requests) >= 2)
+        await asyncio.sleep(0.5)  # nothing more should arrive
+    assert len(receiver.requests) == 2
+    own = next(r for r in receiver.requests if "own=1" in r.path)
+    subscribed = next(r for r in receiver.requests if "own=1" not in r.path)
+    payload = verify(secret, subscribed)
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"]["fine_tuned_model"] == done["fine_tuned_model"]
+    assert payload["data"]["id"] == job["id"]
+    assert set(payload) == {"id", "type", "timestamp", "data"}
+    own_payload = verify(WEBHOOK_SECRET, own)
+    assert own_payload["id"] == payload["id"] == subscribed.headers["webhook-id"]
+
+
+async def test_a_failing_receiver_sees_the_same_webhook_id_again(
+    client, worker, fast_retries
+) -> None:
+    with running_receiver([500, 200]) as receiver:
+        endpoint = (
+            await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        ).json()
+        test = await client.post(f"/webhooks/{endpoint['id']}/test", headers=auth())
+        assert test.status_code == 202
+        await wait_for(lambda: len(receiver.requests) >= 2)
+    first, second = receiver.requests[:2]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    verify(endpoint["secret"], second)
+    delivery = (
+        await client.get(f"/webhooks/deliveries/{test.json()['id']}", headers=auth())
+    ).json()
+    await wait_for(lambda: True)
+    assert [a["status"] for a in delivery["attempts"]][:1] == [500]
+
+
+async def test_a_receiver_down_for_a_while_gets_everything(client, worker, fast_retries) -> None:
+    with running_receiver([503, 503, 503, 200]) as receiver:
+        endpoint = (
+            await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        ).json()
+        for _ in range(3):
+            await client.post(f"/webhooks/{endpoint['id']}/test", headers=auth())
+        await wait_for(
+            lambda: len({r.headers["webhook-id"] for r in receiver.requests[3:]}) == 3, timeout=30
+        )
+    listing = (
+        await client.get(f"/webhooks/{endpoint['id']}/deliveries?state=succeeded", headers=auth())
+    ).json()
+    await wait_for(lambda: True)
+    assert len(listing["data"]) >= 1
+
+
+async def test_410_gone_disables_the_endpoint(client, worker) -> None:
+    with running_receiver([410]) as receiver:
+        endpoint = (
+            await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        ).json()
+        await client.post(f"/webhooks/{endpoint['id']}/test", headers=auth())
+        await wait_for(lambda: len(receiver.requests) == 1)
+        for _ in range(100):
+            current = (await client.get(f"/webhooks/{endpoint['id']}", headers=auth())).json()
+            if not current["enabled"]:
+                break
+            await asyncio.sleep(0.05)
+    assert current["enabled"] is False
+    assert "410" in current["disabled_reason"]
+    again = await client.post(f"/webhooks/{endpoint['id']}/test", headers=auth())
+    assert again.status_code == 409
+
+
+async def test_redirects_are_not_followed(client, worker) -> None:
+    with running_receiver([302]) as receiver:
+        receiver.extra_headers[302] = {"location": "http://169.254.169.254/latest/meta-data"}
+        endpoint = (
+            await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        ).json()
+        test = (await client.post(f"/webhooks/{endpoint['id']}/test", headers=auth())).json()
+        await wait_for(lambda: len(receiver.requests) == 1)
+        for _ in range(100):
+            delivery = (
+                await client.get(f"/webhooks/deliveries/{test['id']}", headers=auth())
+            ).json()
+            if delivery["attempts"]:
+                break
+            await asyncio.sleep(0.05)
+    assert delivery["attempts"][0]["status"] == 302
+    assert "redirect" in delivery["attempts"][0]["error"]
+    assert len(receiver.requests) == 1
+
+
+async def test_rotation_signs_with_old_and_new_secret(client, worker) -> None:
+    with running_receiver() as receiver:
+        endpoint = (
+            await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        ).json()
+        rotated = await client.post(f"/webhooks/{endpoint['id']}/rotate-secret", headers=auth())
+        assert rotated.status_code == 200
+        new_secret = rotated.json()["secret"]
+        assert new_secret != endpoint["secret"]
+        await client.post(f"/webhooks/{endpoint['id']}/test", headers=auth())
+        await wait_for(lambda: len(receiver.requests) == 1)
+    request = receiver.requests[0]
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    verify(endpoint["secret"], request)
+    verify(new_secret, request)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://[::1]/hook",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://100.64.0.1/hook",
+        "ftp://example.com/hook",
+        "http://user:pass@example.com/hook",
+    ],
+)
+async def test_private_and_malformed_targets_are_refused(client, settings, url) -> None:
+    client.app.state.resources.settings = settings.model_copy(
+        update={"webhook_allow_private_networks": False}
+    )
+    response = await client.post("/webhooks", headers=auth(), json={"url": url})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "unsafe_webhook_url"
+
+
+async def test_dns_answer_checked_again_at_connect_time() -> None:
+    from service.outbound_guard import UnsafeTarget
+    from worker.webhook_delivery import delivery_client
+
+    client = delivery_client(allow_private=False)
+    try:
+        with pytest.raises(UnsafeTarget):
+            await client.post("http://localhost:9/hook", content=b"{}")
+    finally:
+        await client.aclose()
+
+
+async def test_openai_webhook_triggers_a_sync_and_bad_signatures_change_nothing(client) -> None:
+    body = json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "fine_tuning.job.succeeded",
+            "created_at": int(time.time()),
+            "data": {"id": "ftjob-unknown"},
+        }
+    ).encode()
+    signer = Webhook(SIMULATOR_WEBHOOK_SECRET)
+    timestamp = int(time.time())
+    from datetime import UTC, datetime
+
+    signature = signer.sign("msg_1", datetime.fromtimestamp(timestamp, UTC), body.decode())
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+    }
+    good = await client.post("/webhooks/openai", content=body, headers=headers)
+    assert good.status_code == 202
+    assert good.json()["status"] == "unknown_job"
+    bad = await client.post(
+        "/webhooks/openai", content=body, headers={**headers, "webhook-signature": "v1,AAAA"}
+    )
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "invalid_signature"
