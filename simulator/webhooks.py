@@ -1,0 +1,125 @@
+"""Outgoing webhooks as OpenAI sends them: a thin event, signed per Standard Webhooks.
+
+Delivery is best effort: a few attempts with growing pauses, each re-signed with a
+fresh timestamp; the event id (also the `webhook-id`) stays the same so receivers
+can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+
+import httpx
+
+from simulator import identifiers
+from simulator.state import SimulatorState, WebhookRecord
+
+logger = logging.getLogger("simulator.webhooks")
+
+USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
+MAX_RECORDS = 1000
+
+
+def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with the key inside `whsec_…`."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def signed_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:
+    timestamp = int(time.time())
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(secret, message_id, timestamp, body),
+    }
+
+
+class WebhookDispatcher:
+    """Sends one POST per finished job to the configured URL, in the background."""
+
+    def __init__(self, state: SimulatorState) -> None:
+        self._state = state
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self._state.config.webhook_url is not None:
+            self._client = httpx.AsyncClient(
+                timeout=self._state.config.webhook_timeout_seconds, follow_redirects=False
+            )
+        self._state.on_job_finished = self.notify
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def notify(self, event_type: str, job_id: str) -> None:
+        config = self._state.config
+        if self._client is None or config.webhook_url is None or config.webhook_secret is None:
+            return
+        record = WebhookRecord(identifiers.webhook_event_id(), event_type, job_id)
+        self._state.webhooks.append(record)
+        del self._state.webhooks[:-MAX_RECORDS]
+        body = json.dumps(
+            {
+                "id": record.event_id,
+                "object": "event",
+                "created_at": int(time.time()),
+                "type": event_type,
+                "data": {"id": job_id},
+            },
+            separators=(",", ":"),
+        ).encode()
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(self._client, config.webhook_url, config.webhook_secret, record, body)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        secret: str,
+        record: WebhookRecord,
+        body: bytes,
+    ) -> None:
+        attempts = self._state.config.webhook_attempts
+        for attempt in range(attempts):
+            record.attempts = attempt + 1
+            try:
+                response = await client.post(
+                    url, content=body, headers=signed_headers(secret, record.event_id, body)
+                )
+            except httpx.HTTPError as exc:
+                record.last_error = f"{type(exc).__name__}: {exc}"
+                record.last_status_code = None
+            else:
+                record.last_status_code = response.status_code
+                record.last_error = None
+                if 200 <= response.status_code < 300:
+                    record.status = "delivered"
+                    return
+            if attempt + 1 < attempts:
+                await asyncio.sleep(min(30.0, 0.25 * 4**attempt))
+        record.status = "failed"
+        logger.warning(
+            "webhook %s for %s not delivered after %d attempts",
+            record.type,
+            record.job_id,
+            attempts,
+        )
