@@ -1,27 +1,67 @@
-"""`make bench`: run every benchmark module in bench/ in turn."""
+"""`make bench`: run every benchmark module in bench/ in turn.
+
+    python -m bench                  every bench/bench_*.py with its defaults (the issue's sizes)
+    python -m bench --quick          the same with small sizes (a few minutes in all)
+    python -m bench ingest api       only these (names without the bench_ prefix)
+
+Each module's `main(argv) -> int` runs with its own arguments; a failing
+benchmark does not stop the others, and the exit code is non-zero if any
+failed. Run one module with its options: `python -m bench.bench_ingest --mb 10`.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 import sys
+import time
+import traceback
 from pathlib import Path
 
+# Small sizes for `--quick`, per module; modules not listed run with their defaults.
+QUICK_ARGS: dict[str, list[str]] = {
+    "bench_ingest": ["--mb", "10", "--rounds", "1"],
+    "bench_api": ["--seconds", "4", "--rounds", "1", "--jobs", "50"],
+    "bench_chat": ["--seconds", "3", "--rounds", "1"],
+    "bench_lifecycle": ["--jobs", "100", "--job-seconds", "4"],
+    "bench_chaos": ["--jobs", "20", "--chaos-seconds", "20", "--timeout", "420"],
+}
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    quick = "--quick" in args
+    wanted = {f"bench_{name.removeprefix('bench_')}" for name in args if name != "--quick"}
     here = Path(__file__).parent
     names = sorted(
         info.name for info in pkgutil.iter_modules([str(here)]) if info.name.startswith("bench_")
     )
+    if wanted:
+        unknown = wanted - set(names)
+        if unknown:
+            print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; have {', '.join(names)}")
+            return 2
+        names = [name for name in names if name in wanted]
     if not names:
         print("no benchmarks yet")
         return 0
+    failed: list[str] = []
     for name in names:
         module = importlib.import_module(f"bench.{name}")
-        print(f"== {name}")
-        code = module.main([])
+        module_args = QUICK_ARGS.get(name, []) if quick else []
+        print(f"== {name} {' '.join(module_args)}".rstrip(), flush=True)
+        started = time.monotonic()
+        try:
+            code = int(module.main(module_args) or 0)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        print(f"== {name}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
         if code:
-            return int(code)
+            failed.append(name)
+    if failed:
+        print(f"failed or missed a correctness check: {', '.join(failed)}")
+        return 1
     return 0
 
 

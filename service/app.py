@@ -72,7 +72,8 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def _register_secrets(settings: Settings) -> None:
+def register_settings_secrets(settings: Settings) -> None:
+    """Every secret in the settings, masked in all log lines from here on."""
     register_secrets(
         *(key for key in settings.api_keys),
         settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
@@ -87,7 +88,7 @@ def _register_secrets(settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
-    _register_secrets(settings)
+    register_settings_secrets(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

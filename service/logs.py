@@ -27,7 +27,7 @@ _STANDARD_ATTRS = frozenset(
 
 # Last line of defence: anything shaped like a secret is masked even if a
 # caller logs it by mistake. Keys are also passed to `register_secrets`.
-_SECRET_PATTERNS = re.compile(r"(whsec_[A-Za-z0-9+/=_-]{8,}|sk-[A-Za-z0-9_-]{8,})")
+_SECRET_PATTERNS = re.compile(r"(?<![A-Za-z0-9])(whsec_[A-Za-z0-9+/=_-]{8,}|sk-[A-Za-z0-9_-]{8,})")
 
 
 class _Redactor:

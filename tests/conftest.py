@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
+# Keeps every log line of the session for the secret scan (tests/contract/test_log_secrets.py).
+pytest_plugins = ["tests.log_capture"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TIKTOKEN = REPO.parent / "shared" / "tiktoken"
 if SHARED_TIKTOKEN.is_dir():
@@ -218,6 +221,8 @@ async def worker(settings) -> AsyncIterator:  # type: ignore[no-untyped-def]
     running = build_worker(settings, handle_signals=False, poll_delay=0.05)
     task = asyncio.create_task(running.async_run())
     yield running
-    await close_worker(running)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # Bounded, so a shutdown bug fails the run instead of hanging it.
+    await asyncio.wait_for(close_worker(running), timeout=30)
+    # The loop ends with a Redis error when a test stopped Redis under it.
+    with contextlib.suppress(asyncio.CancelledError, redis.RedisError):
+        await asyncio.wait_for(task, timeout=10)

@@ -58,7 +58,7 @@ def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, *args: object) -> None:
+        def log_message(self, *_args: object) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
@@ -31,9 +32,13 @@ async def beat(resources: Resources, worker_id: str) -> None:
         await pipe.execute()
 
 
-async def run_heartbeat(resources: Resources, worker_id: str) -> None:
+async def run_heartbeat(
+    resources: Resources, worker_id: str, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Beat while `alive()` says the worker's polling loop still runs: a worker whose
+    loop died must drop out of /ready rather than be counted forever."""
     interval = resources.settings.worker_heartbeat_seconds
-    while True:
+    while alive():
         try:
             await beat(resources, worker_id)
         except (RedisError, OSError) as exc:

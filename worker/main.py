@@ -86,6 +86,10 @@ def build_worker(
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     heartbeat_task: asyncio.Task[None] | None = None
 
+    def loop_running() -> bool:
+        main_task = worker.main_task
+        return main_task is None or not main_task.done()
+
     async def startup(ctx: dict[str, Any]) -> None:
         nonlocal heartbeat_task
         stack = AsyncExitStack()
@@ -98,7 +102,9 @@ def build_worker(
             delivery_client(allow_private=settings.webhook_allow_private_networks)
         )
         await heartbeat.beat(resources, worker_id)
-        heartbeat_task = asyncio.create_task(heartbeat.run_heartbeat(resources, worker_id))
+        heartbeat_task = asyncio.create_task(
+            heartbeat.run_heartbeat(resources, worker_id, alive=loop_running)
+        )
         logger.info("worker started", extra={"worker_id": worker_id})
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -129,7 +135,7 @@ def build_worker(
         for body in cron_jobs()
     ]
 
-    return Worker(
+    worker = Worker(
         functions=functions,
         cron_jobs=crons,
         redis_pool=queue_client(settings),
@@ -150,6 +156,7 @@ def build_worker(
         retry_jobs=True,
         max_tries=25,
     )
+    return worker
 
 
 async def close_worker(worker: Worker) -> None:
@@ -161,9 +168,19 @@ async def close_worker(worker: Worker) -> None:
     if worker.main_task is not None and not worker.main_task.done():
         worker.handle_sig(signal.SIGTERM)
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    # arq's main loop can swallow one cancellation (it catches it inside its poll
+    # step), so keep cancelling until it has really stopped.
+    while worker.main_task is not None and not worker.main_task.done():
+        worker.main_task.cancel()
+        await asyncio.wait({worker.main_task}, timeout=0.5)
     if worker.main_task is not None:
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await worker.main_task
+        except asyncio.CancelledError:
+            pass
+        except (RedisError, OSError) as exc:
+            # arq's loop ends when Redis goes away; still release everything below.
+            logger.warning("worker loop ended on a Redis error", extra={"error": repr(exc)})
     pool = worker.pool
     if pool is None:
         return

@@ -146,6 +146,10 @@ async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) ->
         error = f"{type(exc).__name__}: {exc}"
     latency_ms = round((time.perf_counter() - started) * 1000, 1)
     status = response.status_code if response is not None else None
+    if status is not None and 300 <= status < 400:
+        error = f"redirect ({status}) not followed"
+    elif status is not None and not 200 <= status < 300:
+        error = f"HTTP {status}"
     await store.add_attempt(
         delivery_id,
         {
@@ -164,9 +168,6 @@ async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) ->
         if endpoint is not None:
             await store.update_endpoint(endpoint["id"], _healthy)
         return "succeeded"
-    if status is not None and 300 <= status < 400:
-        error = f"redirect ({status}) not followed"
-    error = error or f"HTTP {status}"
     if status == 410 and endpoint is not None:
         await store.update_endpoint(
             endpoint["id"], lambda e: _disable(e, "The endpoint answered 410 Gone")

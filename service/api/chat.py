@@ -14,11 +14,13 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Response, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.api.auth import Tenant
+from service.api.openapi_docs import ChatCompletionOperation, example_body
 from service.api.problems import problems
 from service.errors import (
     BadRequest,
@@ -76,7 +78,18 @@ class ChatRequest(ChatOptions):
 
 
 class CompareRequest(ChatOptions):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "job_4Q2nXkP0aZc1t9Lw8Yb3Hs7R",
+                    "include_base_model": True,
+                    "messages": [{"role": "user", "content": "自己肯定感の高めかた"}],
+                }
+            ]
+        },
+    )
 
     models: list[str] | None = Field(default=None, min_length=1, max_length=8)
     job_id: str | None = None
@@ -227,12 +240,20 @@ class ChatController(Controller):
     @post(
         "/",
         operation_id="CreateChatCompletion",
+        operation_class=ChatCompletionOperation,
         summary="Chat with a tuned model (by job_id) or an allowed model; stream with SSE",
         status_code=200,
-        responses=problems(400, 401, 404, 409, 429, 502, 503, 504),
+        responses={
+            200: ResponseSpec(
+                data_container=ChatCompletion,
+                description="A chat completion in OpenAI's shape (an event stream if stream=true)",
+                generate_examples=False,
+            ),
+            **problems(400, 401, 404, 409, 413, 429, 502, 503, 504),
+        },
     )
     async def chat(
-        self, state: State, tenant: Tenant, data: JSONBody[ChatRequest]
+        self, state: State, tenant: Tenant, data: Annotated[ChatRequest, example_body(ChatRequest)]
     ) -> Response[Any]:
         resources: Resources = state.resources
         provider = resources.require_provider()
@@ -250,20 +271,23 @@ class ChatController(Controller):
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            completion = await provider.chat(body)
+            completion = await provider.chat_bytes(body)
         except ProviderError as exc:
             raise upstream_to_service_error(exc) from None
-        return Response(completion, status_code=200)
+        return Response(completion, status_code=200, media_type="application/json")
 
     @post(
         "/compare",
         operation_id="CompareChatModels",
         summary="Ask several models the same thing at once; one failing does not fail the rest",
         status_code=200,
-        responses=problems(400, 401, 404, 409, 503),
+        responses=problems(400, 401, 404, 409, 413, 429, 503),
     )
     async def compare(
-        self, state: State, tenant: Tenant, data: JSONBody[CompareRequest]
+        self,
+        state: State,
+        tenant: Tenant,
+        data: Annotated[CompareRequest, example_body(CompareRequest)],
     ) -> CompareResponse:
         resources: Resources = state.resources
         provider = resources.require_provider()

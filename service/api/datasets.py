@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service import tasks
 from service.api.auth import Tenant
+from service.api.openapi_docs import DatasetUploadOperation
 from service.api.pagination import MAX_LIMIT, ListResponse
 from service.api.problems import problems
 from service.api.uploads import receive_upload
@@ -289,7 +290,8 @@ class DatasetController(Controller):
         summary="Upload a dataset (multipart `file` or JSON examples), validated before storing",
         status_code=HTTP_201_CREATED,
         request_max_body_size=None,
-        responses=problems(400, 401, 413, 422, 429),
+        operation_class=DatasetUploadOperation,
+        responses=problems(400, 401, 413, 415, 422, 429),
     )
     async def create_dataset(
         self, request: Request[Any, Any, Any], state: State, tenant: Tenant
@@ -302,7 +304,8 @@ class DatasetController(Controller):
         summary="Dry run: the same validation and estimate, nothing stored",
         status_code=200,
         request_max_body_size=None,
-        responses=problems(400, 401, 413, 429),
+        operation_class=DatasetUploadOperation,
+        responses=problems(400, 401, 413, 415, 422, 429),
     )
     async def validate_dataset(
         self, request: Request[Any, Any, Any], state: State, tenant: Tenant
@@ -313,7 +316,7 @@ class DatasetController(Controller):
         "/",
         operation_id="ListDatasets",
         summary="List datasets, newest first",
-        responses=problems(400, 401),
+        responses=problems(400, 401, 429),
     )
     async def list_datasets(
         self,
@@ -333,7 +336,7 @@ class DatasetController(Controller):
         "/{dataset_id:str}",
         operation_id="GetDataset",
         summary="One dataset",
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def get_dataset(self, state: State, tenant: Tenant, dataset_id: FromPath[str]) -> Dataset:
         resources: Resources = state.resources
@@ -346,7 +349,7 @@ class DatasetController(Controller):
         operation_id="GetDatasetContent",
         summary="The normalized chat JSONL, streamed",
         media_type="application/jsonl",
-        responses=problems(401, 404, 409),
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def get_content(self, state: State, tenant: Tenant, dataset_id: FromPath[str]) -> Stream:
         resources: Resources = state.resources
@@ -368,7 +371,7 @@ class DatasetController(Controller):
         operation_id="DeleteDataset",
         summary="Delete a dataset (refused while a job that uses it is still going)",
         status_code=HTTP_204_NO_CONTENT,
-        responses=problems(401, 404, 409),
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def delete_dataset(self, state: State, tenant: Tenant, dataset_id: FromPath[str]) -> None:
         resources: Resources = state.resources

@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import tasks
 from service.api.auth import Tenant
+from service.api.openapi_docs import example_body
 from service.api.pagination import MAX_LIMIT, ListResponse
 from service.api.problems import problems
 from service.domain.charts import loss_curve_svg
@@ -169,7 +170,7 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         state: State,
         tenant: Tenant,
-        data: JSONBody[JobCreate],
+        data: Annotated[JobCreate, example_body(JobCreate)],
     ) -> Response[Job]:
         resources: Resources = state.resources
 
@@ -250,7 +251,7 @@ class JobController(Controller):
         "/",
         operation_id="ListJobs",
         summary="List jobs, newest first",
-        responses=problems(400, 401),
+        responses=problems(400, 401, 429),
     )
     async def list_jobs(
         self,
@@ -300,7 +301,7 @@ class JobController(Controller):
         "/{job_id:str}",
         operation_id="GetJob",
         summary="One job",
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def get_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
         resources: Resources = state.resources
@@ -312,7 +313,7 @@ class JobController(Controller):
         "/{job_id:str}/events",
         operation_id="ListJobEvents",
         summary="The job's timeline: our transitions and the provider's events, newest first",
-        responses=problems(400, 401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def list_events(
         self,
@@ -332,7 +333,7 @@ class JobController(Controller):
         "/{job_id:str}/checkpoints",
         operation_id="ListJobCheckpoints",
         summary="Checkpoints the provider kept, newest first",
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def list_checkpoints(
         self, state: State, tenant: Tenant, job_id: FromPath[str]
@@ -347,7 +348,7 @@ class JobController(Controller):
         "/{job_id:str}/metrics",
         operation_id="GetJobMetrics",
         summary="Per-step training and validation loss and accuracy",
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def get_metrics(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Metrics:
         resources: Resources = state.resources
@@ -369,7 +370,7 @@ class JobController(Controller):
         operation_id="GetJobLossChart",
         summary="The loss curve drawn as an SVG image",
         media_type="image/svg+xml",
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def get_metrics_svg(
         self, state: State, tenant: Tenant, job_id: FromPath[str]
@@ -426,7 +427,7 @@ class JobController(Controller):
         operation_id="CancelJob",
         summary="Cancel a job (at once if nothing was sent upstream yet)",
         status_code=HTTP_202_ACCEPTED,
-        responses=problems(401, 404, 409),
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def cancel_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
         return await self._act(state.resources, tenant, job_id, "cancel")
@@ -436,7 +437,7 @@ class JobController(Controller):
         operation_id="PauseJob",
         summary="Pause a running job",
         status_code=HTTP_202_ACCEPTED,
-        responses=problems(401, 404, 409),
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def pause_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
         return await self._act(state.resources, tenant, job_id, "pause")
@@ -446,7 +447,7 @@ class JobController(Controller):
         operation_id="ResumeJob",
         summary="Resume a paused job",
         status_code=HTTP_202_ACCEPTED,
-        responses=problems(401, 404, 409),
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def resume_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
         return await self._act(state.resources, tenant, job_id, "resume")

@@ -167,6 +167,7 @@ def problem_spec(description: str, example_status: int, example_detail: str) -> 
         data_container=Problem,
         description=description,
         media_type=PROBLEM_MEDIA_TYPE,
+        generate_examples=False,
         examples=[
             Example(
                 summary=status_phrase,
@@ -188,6 +189,7 @@ _COMMON = {
     404: ("No such resource for this tenant", "No dataset ds_123 for this tenant"),
     409: ("The resource is in a state that forbids this", "Job job_123 is running"),
     413: ("The body is too large", "The request body is larger than this route accepts"),
+    415: ("The body's media type is not accepted", "Send multipart/form-data or application/json"),
     422: ("The content is well-formed but invalid", "The dataset has 3 invalid lines"),
     429: ("Rate limited; retry after Retry-After seconds", "Too many requests for this tenant"),
     502: ("The provider failed", "The provider answered 500"),

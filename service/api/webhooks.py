@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 import openai
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import tasks
 from service.api.auth import Tenant
+from service.api.openapi_docs import OpenAIWebhookOperation, example_body
 from service.api.pagination import MAX_LIMIT, ListResponse
 from service.api.problems import problems
 from service.domain.webhook_signing import new_secret
@@ -61,7 +62,10 @@ class EndpointCreate(BaseModel):
 
 
 class EndpointUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"enabled": False}, {"event_types": ["job.succeeded"]}]},
+    )
 
     url: str | None = Field(default=None, min_length=8, max_length=2048)
     event_types: list[EventType] | None = Field(default=None, min_length=1)
@@ -141,14 +145,14 @@ class WebhookController(Controller):
         operation_id="CreateWebhookEndpoint",
         summary="Register an endpoint; the answer shows its signing secret once",
         status_code=HTTP_201_CREATED,
-        responses=problems(400, 401, 422, 429),
+        responses=problems(400, 401, 413, 422, 429),
     )
     async def create_endpoint(
         self,
         request: Request[Any, Any, Any],
         state: State,
         tenant: Tenant,
-        data: JSONBody[EndpointCreate],
+        data: Annotated[EndpointCreate, example_body(EndpointCreate)],
     ) -> Response[EndpointWithSecret]:
         resources: Resources = state.resources
 
@@ -193,7 +197,7 @@ class WebhookController(Controller):
         "/",
         operation_id="ListWebhookEndpoints",
         summary="List endpoints",
-        responses=problems(400, 401),
+        responses=problems(400, 401, 429),
     )
     async def list_endpoints(
         self,
@@ -212,7 +216,7 @@ class WebhookController(Controller):
         "/{endpoint_id:str}",
         operation_id="GetWebhookEndpoint",
         summary="One endpoint",
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def get_endpoint(
         self, state: State, tenant: Tenant, endpoint_id: FromPath[str]
@@ -225,14 +229,14 @@ class WebhookController(Controller):
         "/{endpoint_id:str}",
         operation_id="UpdateWebhookEndpoint",
         summary="Change url, event types, description, or enable/disable",
-        responses=problems(400, 401, 404, 422),
+        responses=problems(400, 401, 404, 413, 422, 429),
     )
     async def update_endpoint(
         self,
         state: State,
         tenant: Tenant,
         endpoint_id: FromPath[str],
-        data: JSONBody[EndpointUpdate],
+        data: Annotated[EndpointUpdate, example_body(EndpointUpdate)],
     ) -> Endpoint:
         resources: Resources = state.resources
         store = WebhookStore(resources.redis, resources.keys)
@@ -267,7 +271,7 @@ class WebhookController(Controller):
         operation_id="DeleteWebhookEndpoint",
         summary="Delete an endpoint (pending deliveries to it stop)",
         status_code=HTTP_204_NO_CONTENT,
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def delete_endpoint(
         self, state: State, tenant: Tenant, endpoint_id: FromPath[str]
@@ -282,7 +286,7 @@ class WebhookController(Controller):
         operation_id="RotateWebhookSecret",
         summary="New signing secret; the old one keeps signing alongside it for 24 hours",
         status_code=200,
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def rotate_secret(
         self, state: State, tenant: Tenant, endpoint_id: FromPath[str]
@@ -316,7 +320,7 @@ class WebhookController(Controller):
         operation_id="TestWebhookEndpoint",
         summary="Send a signed ping event to the endpoint",
         status_code=HTTP_202_ACCEPTED,
-        responses=problems(401, 404, 409),
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def test_endpoint(
         self, state: State, tenant: Tenant, endpoint_id: FromPath[str]
@@ -353,7 +357,7 @@ class WebhookController(Controller):
         "/{endpoint_id:str}/deliveries",
         operation_id="ListWebhookDeliveries",
         summary="An endpoint's deliveries, newest first, optionally by state",
-        responses=problems(400, 401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def list_deliveries(
         self,
@@ -386,7 +390,7 @@ class WebhookController(Controller):
         "/deliveries/{delivery_id:str}",
         operation_id="GetWebhookDelivery",
         summary="One delivery with every attempt",
-        responses=problems(401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def get_delivery(
         self, state: State, tenant: Tenant, delivery_id: FromPath[str]
@@ -402,7 +406,7 @@ class WebhookController(Controller):
         operation_id="RetryWebhookDelivery",
         summary="Send a finished delivery again (same webhook-id, so receivers can dedupe)",
         status_code=HTTP_202_ACCEPTED,
-        responses=problems(401, 404, 409),
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def retry_delivery(
         self, state: State, tenant: Tenant, delivery_id: FromPath[str]
@@ -434,7 +438,8 @@ class WebhookController(Controller):
         summary="OpenAI's signed fine-tuning webhooks: trigger an immediate sync",
         status_code=HTTP_202_ACCEPTED,
         security=[{}],
-        responses=problems(400, 503),
+        operation_class=OpenAIWebhookOperation,
+        responses=problems(400, 413, 503),
     )
     async def receive_openai(self, request: Request[Any, Any, Any], state: State) -> Accepted:
         resources: Resources = state.resources

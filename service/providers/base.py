@@ -144,6 +144,13 @@ class Provider(Protocol):
 
     async def chat(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
+    async def chat_bytes(self, body: Mapping[str, Any]) -> bytes:
+        """The completion as the provider's raw JSON (no parse and re-encode on the proxy path).
+
+        Chat is a synchronous proxy: no retries here; the caller sees 429s and decides.
+        """
+        ...
+
     def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[bytes]:
         """Raw SSE bytes as the provider sends them (`data: {...}\\n\\n` … `data: [DONE]`)."""
         ...

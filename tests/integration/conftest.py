@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -83,11 +83,11 @@ async def wait_for_job(
 
 
 @pytest.fixture
-async def trained(client, worker) -> AsyncIterator[dict]:  # type: ignore[no-untyped-def]
+async def trained(client, worker) -> dict:  # type: ignore[no-untyped-def]
     """A succeeded job on the seed CSV."""
     dataset = await create_dataset(client)
     job = await start_job(client, dataset["id"])
-    yield await wait_for_job(client, job["id"], {"succeeded"})
+    return await wait_for_job(client, job["id"], {"succeeded"})
 
 
 async def all_events(client, job_id: str, *, tenant: str = "tenant-a") -> list[dict]:  # type: ignore[no-untyped-def]

@@ -75,7 +75,8 @@ async def test_compare_shows_tuned_and_base_side_by_side(client, trained) -> Non
     results = response.json()["results"]
     assert [r["role"] for r in results] == ["tuned", "base"]
     assert results[0]["content"] == trained_answer()
-    assert results[1]["content"] and results[1]["content"] != trained_answer()
+    assert results[1]["content"]
+    assert results[1]["content"] != trained_answer()
     assert all(r["error"] is None and r["latency_ms"] >= 0 for r in results)
 
 
