@@ -230,3 +230,29 @@ async def test_openai_webhook_triggers_a_sync_and_bad_signatures_change_nothing(
     )
     assert bad.status_code == 400
     assert bad.json()["code"] == "invalid_signature"
+
+
+async def test_another_tenants_endpoints_and_deliveries_answer_404(client, worker) -> None:
+    with running_receiver() as receiver:
+        endpoint = (
+            await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        ).json()
+        delivery = (await client.post(f"/webhooks/{endpoint['id']}/test", headers=auth())).json()
+        await wait_for(lambda: len(receiver.requests) == 1)
+    other = auth("tenant-b")
+    for method, path, body in [
+        ("GET", f"/webhooks/{endpoint['id']}", None),
+        ("PATCH", f"/webhooks/{endpoint['id']}", {"enabled": False}),
+        ("DELETE", f"/webhooks/{endpoint['id']}", None),
+        ("POST", f"/webhooks/{endpoint['id']}/rotate-secret", None),
+        ("POST", f"/webhooks/{endpoint['id']}/test", None),
+        ("GET", f"/webhooks/{endpoint['id']}/deliveries", None),
+        ("GET", f"/webhooks/deliveries/{delivery['id']}", None),
+        ("POST", f"/webhooks/deliveries/{delivery['id']}/retry", None),
+    ]:
+        response = await client.request(method, path, headers=other, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+    assert (await client.get("/webhooks", headers=other)).json()["data"] == []
+    # And the owner still sees everything unchanged.
+    mine = (await client.get(f"/webhooks/{endpoint['id']}", headers=auth())).json()
+    assert mine["enabled"] is True
