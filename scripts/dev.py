@@ -68,6 +68,9 @@ class Supervisor:
         return process
 
     def stop_all(self) -> None:
+        # A second Ctrl-C (make forwards one too) must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _name, process in reversed(self.children):
             if process.poll() is None:
                 try:

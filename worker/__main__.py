@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 
+from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from service.app import register_settings_secrets
@@ -22,13 +25,27 @@ RESTART_PAUSE_SECONDS = 2.0
 
 
 async def _run(settings: Settings) -> None:
-    while True:
-        worker = build_worker(settings)
+    # Signals are ours, not arq's: arq binds them to one Worker, and after a
+    # restart they must reach the current one (or stop the restart pause).
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    current: list[Worker] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        stopping.set()
+        if current:
+            current[0].handle_sig_wait_for_completion(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    while not stopping.is_set():
+        worker = build_worker(settings, handle_signals=False)
+        current[:] = [worker]
         lost_redis = False
         try:
             await worker.async_run()
         except asyncio.CancelledError:
-            pass  # arq cancels its main task when a signal arrives; shut down below
+            pass  # our signal handler stops the worker this way; shut down below
         except (RedisError, OSError) as exc:
             lost_redis = True
             logger.warning("lost Redis; restarting the worker", extra={"error": repr(exc)})
@@ -36,7 +53,8 @@ async def _run(settings: Settings) -> None:
             await close_worker(worker)
         if not lost_redis:
             return
-        await asyncio.sleep(RESTART_PAUSE_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), RESTART_PAUSE_SECONDS)
 
 
 def main() -> None:

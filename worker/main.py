@@ -81,6 +81,7 @@ def build_worker(
     burst: bool = False,
     handle_signals: bool = True,
     poll_delay: float = 0.25,
+    shutdown_grace: int = SHUTDOWN_GRACE_SECONDS,
 ) -> Worker:
     """A worker bound to the running event loop (construct it inside `async` code)."""
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -151,7 +152,7 @@ def build_worker(
         poll_delay=poll_delay,
         burst=burst,
         handle_signals=handle_signals,
-        job_completion_wait=SHUTDOWN_GRACE_SECONDS if handle_signals else 0,
+        job_completion_wait=shutdown_grace,
         health_check_interval=30,
         retry_jobs=True,
         max_tries=25,
