@@ -40,8 +40,8 @@ from service.notifications import emit_job_event
 from service.providers.base import JobSpec, Provider, ProviderError, UpstreamJob
 from service.resources import Resources
 from service.store.datasets import DatasetStore
-from service.store.jobs import JobStore, TimelineEntry
-from service.store.records import iso_from_unix, now_iso
+from service.store.jobs import JobStore, TimelineEntry, service_event
+from service.store.records import dumps, iso_from_unix, now_iso
 from worker.context import WorkerContext
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,8 @@ async def _carry_out_request(
         # The provider refused (for example the job finished meanwhile): say so on
         # the timeline and carry on following the job.
         await jobs.append_events(
-            job["id"], [_note(job["id"], f"Provider refused {action}: {exc.message}", "warn")]
+            job["id"],
+            [service_event(job["id"], f"Provider refused {action}: {exc.message}", level="warn")],
         )
         remote = None
 
@@ -219,26 +220,6 @@ async def _carry_out_request(
     if remote is not None:
         job = await _mirror(jobs, job, remote)
     return job
-
-
-def _note(job_id: str, message: str, level: str = "info") -> TimelineEntry:
-    from service.store.records import new_id
-
-    event_id = new_id("evt")
-    return TimelineEntry(
-        id=event_id,
-        record={
-            "id": event_id,
-            "object": "job.event",
-            "job_id": job_id,
-            "created_at": now_iso(),
-            "source": "service",
-            "type": "message",
-            "level": level,
-            "message": message,
-            "data": None,
-        },
-    )
 
 
 async def _poll(
@@ -373,14 +354,8 @@ async def _append_results(jobs: JobStore, job_id: str, entries: list[TimelineEnt
     if missing:
         async with jobs.redis.pipeline(transaction=True) as pipe:
             for entry in missing:
-                pipe.rpush(jobs.keys.job_metrics(job_id), _dumps(entry.metrics or {}))
+                pipe.rpush(jobs.keys.job_metrics(job_id), dumps(entry.metrics or {}))
             await pipe.execute()
-
-
-def _dumps(value: dict[str, Any]) -> str:
-    from service.store.records import dumps
-
-    return dumps(value)
 
 
 async def _mirror(jobs: JobStore, job: dict[str, Any], remote: UpstreamJob) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service import tasks
 from service.api.auth import Tenant
 from service.api.openapi_docs import example_body
-from service.api.pagination import MAX_LIMIT, ListResponse
+from service.api.pagination import MAX_LIMIT, ListResponse, walk_newest_first
 from service.api.problems import problems
 from service.domain.charts import loss_curve_svg
 from service.domain.jobs import (
@@ -275,26 +275,14 @@ class JobController(Controller):
             metadata = job.get("metadata") or {}
             return all(metadata.get(k) == v for k, v in wanted_metadata.items())
 
-        found: list[dict[str, Any]] = []
-        cursor = after
-        has_more = False
-        # Filters are applied while walking the tenant's index, a batch at a time.
-        while True:
-            filtered = status is not None or dataset_id is not None or wanted_metadata
-            # Unfiltered pages read exactly what they return; filtered ones read ahead.
-            page = await jobs.page(
-                tenant, limit=max(limit, 100) if filtered else limit, after=cursor
-            )
-            batch = await jobs.many(page.ids)
-            for job in batch:
-                if matches(job):
-                    if len(found) == limit:
-                        has_more = True
-                        break
-                    found.append(job)
-            if has_more or not page.has_more or not page.ids:
-                break
-            cursor = page.ids[-1]
+        filtered = status is not None or dataset_id is not None or bool(wanted_metadata)
+        found, has_more = await walk_newest_first(
+            lambda size, cursor: jobs.page(tenant, limit=size, after=cursor),
+            jobs.many,
+            matches if filtered else None,
+            limit=limit,
+            after=after,
+        )
         return ListResponse(data=[public_job(j) for j in found], has_more=has_more)
 
     @get(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
+
+from service.store.records import Page
 
 MAX_LIMIT = 100
 
@@ -17,3 +20,38 @@ class ListResponse(BaseModel, Generic[T]):
     object: str = "list"
     data: list[T]
     has_more: bool
+
+
+Record = dict[str, Any]
+FILTER_BATCH = 100
+
+
+async def walk_newest_first(
+    fetch_ids: Callable[[int, str | None], Awaitable[Page]],
+    load: Callable[[list[str]], Awaitable[list[Record]]],
+    keep: Callable[[Record], bool] | None,
+    *,
+    limit: int,
+    after: str | None,
+) -> tuple[list[Record], bool]:
+    """One page of an index, newest first, keeping only records that pass `keep`.
+
+    Without a filter it reads exactly one page. With one it reads ahead in
+    batches until `limit` records pass or the index ends. Returns the records
+    and whether more would follow.
+    """
+    if keep is None:
+        page = await fetch_ids(limit, after)
+        return await load(page.ids), page.has_more
+    found: list[Record] = []
+    cursor = after
+    while True:
+        page = await fetch_ids(max(limit, FILTER_BATCH), cursor)
+        for record in await load(page.ids):
+            if keep(record):
+                if len(found) == limit:
+                    return found, True
+                found.append(record)
+        if not page.has_more or not page.ids:
+            return found, False
+        cursor = page.ids[-1]

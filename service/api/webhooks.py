@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service import tasks
 from service.api.auth import Tenant
 from service.api.openapi_docs import OpenAIWebhookOperation, example_body
-from service.api.pagination import MAX_LIMIT, ListResponse
+from service.api.pagination import MAX_LIMIT, ListResponse, walk_newest_first
 from service.api.problems import problems
 from service.domain.webhook_signing import new_secret
 from service.errors import BadRequest, Conflict, ServiceUnavailable
@@ -371,19 +371,13 @@ class WebhookController(Controller):
         resources: Resources = state.resources
         store = WebhookStore(resources.redis, resources.keys)
         await store.endpoint_for_tenant(tenant, endpoint_id)
-        found: list[dict[str, Any]] = []
-        cursor, has_more = after, False
-        while True:
-            page = await store.delivery_page(endpoint_id, limit=max(limit, 100), after=cursor)
-            for delivery in await store.deliveries(page.ids):
-                if delivery_state is None or delivery["state"] == delivery_state:
-                    if len(found) == limit:
-                        has_more = True
-                        break
-                    found.append(delivery)
-            if has_more or not page.has_more or not page.ids:
-                break
-            cursor = page.ids[-1]
+        found, has_more = await walk_newest_first(
+            lambda size, cursor: store.delivery_page(endpoint_id, limit=size, after=cursor),
+            store.deliveries,
+            None if delivery_state is None else (lambda d: d["state"] == delivery_state),
+            limit=limit,
+            after=after,
+        )
         return ListResponse(data=[public_delivery(d) for d in found], has_more=has_more)
 
     @get(

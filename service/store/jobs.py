@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.domain.jobs import JobStatus, can_move, is_terminal
-from service.errors import NotFound
+from service.errors import BadRequest, NotFound
 from service.store.keys import Keys
 from service.store.records import (
     Page,
@@ -60,7 +60,15 @@ class TimelineEntry:
     metrics: dict[str, Any] | None = None
 
 
-def transition_event(job_id: str, old: str | None, new: str, message: str) -> TimelineEntry:
+def service_event(
+    job_id: str,
+    message: str,
+    *,
+    kind: str = "message",
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+) -> TimelineEntry:
+    """An event the service itself writes on a job's timeline."""
     event_id = new_id("evt")
     return TimelineEntry(
         id=event_id,
@@ -70,12 +78,16 @@ def transition_event(job_id: str, old: str | None, new: str, message: str) -> Ti
             "job_id": job_id,
             "created_at": now_iso(),
             "source": "service",
-            "type": "status",
-            "level": "info",
+            "type": kind,
+            "level": level,
             "message": message,
-            "data": {"from": old, "to": new},
+            "data": data,
         },
     )
+
+
+def transition_event(job_id: str, old: str | None, new: str, message: str) -> TimelineEntry:
+    return service_event(job_id, message, kind="status", data={"from": old, "to": new})
 
 
 def final_event(status: str) -> str:
@@ -205,8 +217,6 @@ class JobStore:
         else:
             position = await self.redis.hget(self.keys.job_event_ids(job_id), after)
             if position is None:
-                from service.errors import BadRequest
-
                 raise BadRequest(
                     f"after: {after!r} is not an event of this job", code="invalid_cursor"
                 )
