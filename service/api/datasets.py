@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service import tasks
 from service.api.auth import Tenant
+from service.api.links import location
 from service.api.openapi_docs import DatasetUploadOperation
 from service.api.pagination import MAX_LIMIT, ListResponse
 from service.api.problems import problems
@@ -137,10 +138,6 @@ class DatasetReport(BaseModel):
     error_total: int
 
 
-def _location(request: Request[Any, Any, Any], dataset_id: str) -> str:
-    return str(request.url.with_replacements(path=f"/datasets/{dataset_id}", query=""))
-
-
 def _public(record: dict[str, Any]) -> Dataset:
     return Dataset(**dataset_view(record))
 
@@ -247,7 +244,7 @@ class DatasetController(Controller):
                 return Outcome(
                     HTTP_201_CREATED,
                     _public(records[0]).model_dump(mode="json"),
-                    {"Location": _location(request, records[0]["id"])},
+                    {"Location": location(request, f"/datasets/{records[0]['id']}")},
                 )
 
             return await run_once(request, resources, tenant, body_fingerprint, produce)
@@ -281,7 +278,7 @@ class DatasetController(Controller):
         return Outcome(
             HTTP_202_ACCEPTED,
             _public(record).model_dump(mode="json"),
-            {"Location": _location(request, dataset_id)},
+            {"Location": location(request, f"/datasets/{dataset_id}")},
         )
 
     @post(

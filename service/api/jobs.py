@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service import tasks
 from service.api.auth import Tenant
+from service.api.links import location
 from service.api.openapi_docs import example_body
 from service.api.pagination import MAX_LIMIT, ListResponse, walk_newest_first
 from service.api.problems import problems
@@ -150,10 +151,6 @@ def _metadata_filter(request: Request[Any, Any, Any]) -> dict[str, str]:
     return found
 
 
-def _location(request: Request[Any, Any, Any], path: str) -> str:
-    return str(request.url.with_replacements(path=path, query=""))
-
-
 class JobController(Controller):
     path = "/jobs"
     tags = ["Jobs"]
@@ -240,7 +237,7 @@ class JobController(Controller):
             return Outcome(
                 HTTP_202_ACCEPTED,
                 public_job(record).model_dump(mode="json"),
-                {"Location": _location(request, f"/jobs/{record['id']}")},
+                {"Location": location(request, f"/jobs/{record['id']}")},
             )
 
         return await run_once(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service import tasks
 from service.api.auth import Tenant
+from service.api.links import location
 from service.api.openapi_docs import OpenAIWebhookOperation, example_body
 from service.api.pagination import MAX_LIMIT, ListResponse, walk_newest_first
 from service.api.problems import problems
@@ -190,8 +191,11 @@ class WebhookController(Controller):
         }
         await WebhookStore(resources.redis, resources.keys).create_endpoint(record)
         body = EndpointWithSecret(**public_endpoint(record).model_dump(), secret=secret)
-        location = str(request.url.with_replacements(path=f"/webhooks/{record['id']}", query=""))
-        return Outcome(HTTP_201_CREATED, body.model_dump(mode="json"), {"Location": location})
+        return Outcome(
+            HTTP_201_CREATED,
+            body.model_dump(mode="json"),
+            {"Location": location(request, f"/webhooks/{record['id']}")},
+        )
 
     @get(
         "/",

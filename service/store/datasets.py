@@ -6,7 +6,6 @@ statistics, estimate and warnings.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,7 +13,15 @@ from redis.asyncio import Redis
 
 from service.errors import NotFound
 from service.store.keys import Keys
-from service.store.records import Page, creation_score, dumps, get_record, page_ids, update_record
+from service.store.records import (
+    Page,
+    creation_score,
+    dumps,
+    get_record,
+    get_records,
+    page_ids,
+    update_record,
+)
 
 
 class DatasetStore:
@@ -55,11 +62,7 @@ class DatasetStore:
         )
 
     async def many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        ids = list(ids)
-        if not ids:
-            return []
-        raws = await self.redis.mget([self.keys.dataset(i) for i in ids])
-        return [json.loads(raw) for raw in raws if raw is not None]
+        return await get_records(self.redis, [self.keys.dataset(i) for i in ids])
 
     async def delete(self, record: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

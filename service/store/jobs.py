@@ -26,6 +26,7 @@ from service.store.records import (
     creation_score,
     dumps,
     get_record,
+    get_records,
     new_id,
     now_iso,
     page_ids,
@@ -130,11 +131,7 @@ class JobStore:
         )
 
     async def many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        ids = list(ids)
-        if not ids:
-            return []
-        raws = await self.redis.mget([self.keys.job(i) for i in ids])
-        return [json.loads(raw) for raw in raws if raw is not None]
+        return await get_records(self.redis, [self.keys.job(i) for i in ids])
 
     async def active_ids(self) -> set[str]:
         return set(await self.redis.smembers(self.keys.active_jobs))

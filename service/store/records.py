@@ -56,6 +56,14 @@ async def get_record(redis: Redis, key: str) -> dict[str, Any] | None:
     return loads(await redis.get(key))
 
 
+async def get_records(redis: Redis, keys: list[str]) -> list[dict[str, Any]]:
+    """Many records in one round trip (MGET), skipping ids that no longer exist."""
+    if not keys:
+        return []
+    found = [loads(raw) for raw in await redis.mget(keys)]
+    return [record for record in found if record is not None]
+
+
 class RecordGone(Exception):
     """The record disappeared while being updated."""
 

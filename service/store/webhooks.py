@@ -26,6 +26,7 @@ from service.store.records import (
     creation_score,
     dumps,
     get_record,
+    get_records,
     page_ids,
     update_record,
 )
@@ -79,11 +80,7 @@ class WebhookStore:
         )
 
     async def endpoints(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        ids = list(ids)
-        if not ids:
-            return []
-        raws = await self.redis.mget([self.keys.endpoint(i) for i in ids])
-        return [json.loads(raw) for raw in raws if raw is not None]
+        return await get_records(self.redis, [self.keys.endpoint(i) for i in ids])
 
     async def tenant_endpoints(self, tenant: str) -> list[dict[str, Any]]:
         ids = await self.redis.zrange(self.keys.endpoints_by_tenant(tenant), 0, -1)
@@ -142,11 +139,7 @@ class WebhookStore:
         )
 
     async def deliveries(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        ids = list(ids)
-        if not ids:
-            return []
-        raws = await self.redis.mget([self.keys.delivery(i) for i in ids])
-        return [json.loads(raw) for raw in raws if raw is not None]
+        return await get_records(self.redis, [self.keys.delivery(i) for i in ids])
 
     async def pending_ids(self) -> set[str]:
         return set(await self.redis.smembers(self.keys.pending_deliveries))
