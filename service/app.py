@@ -8,10 +8,7 @@ ingestion, and closes them on shutdown.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from litestar import Litestar
@@ -26,12 +23,11 @@ from service.api.chat import ChatController
 from service.api.datasets import DatasetController
 from service.api.health import HealthController
 from service.api.jobs import JobController
-from service.api.middleware import request_id_middleware
+from service.api.middleware import body_pacing_middleware, request_id_middleware
 from service.api.problems import exception_handlers
 from service.api.webhooks import WebhookController
-from service.domain.tokens import preload_encodings
 from service.logs import register_secrets
-from service.resources import open_resources
+from service.resources import ingest_pool, open_resources, sweep_at_start
 from service.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -93,16 +89,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            # Dataset parsing and tokenizing fan out over every core. Workers are
-            # spawned (not forked) so they never inherit the event loop's state.
-            executor = ProcessPoolExecutor(
-                max_workers=max(1, os.cpu_count() or 1),
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=preload_encodings,
-            )
-            stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+            executor = stack.enter_context(ingest_pool())
             resources = await stack.enter_async_context(open_resources(settings, executor=executor))
             app.state.resources = resources
+            await sweep_at_start(resources)
             if settings.auth_disabled:
                 logger.warning(
                     "AUTH IS DISABLED: every request is served as tenant 'local'; "
@@ -127,5 +117,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     # Outermost wrapper (outside routing), so 404/405 answers carry a request id too.
-    app.asgi_handler = request_id_middleware(app.asgi_handler)
+    app.asgi_handler = request_id_middleware(
+        body_pacing_middleware(
+            app.asgi_handler,
+            total_seconds=settings.upload_timeout_seconds,
+            idle_seconds=settings.upload_idle_timeout_seconds,
+            min_bytes_per_second=settings.upload_min_bytes_per_second,
+            grace_seconds=settings.upload_rate_grace_seconds,
+        )
+    )
     return app

@@ -9,6 +9,8 @@ The parsing and validation themselves live in `service.ingest` and
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +22,11 @@ from service.errors import Unprocessable
 from service.ingest import IngestOptions, IngestReport, ingest_examples, ingest_file, split_dataset
 from service.resources import Resources
 from service.settings import Settings
+from service.spreadsheet import WorkbookLimits
+from service.store.datasets import VALIDATING, DatasetStore
 from service.store.records import new_id, now_iso
+
+logger = logging.getLogger(__name__)
 
 MAX_LISTED_ISSUES = 100
 
@@ -48,7 +54,11 @@ class DatasetRequest(BaseModel):
 
 
 def ingest_options(
-    form: DatasetRequest, settings: Settings, *, min_examples: int = 10
+    form: DatasetRequest,
+    settings: Settings,
+    *,
+    min_examples: int = 10,
+    deadline: float | None = None,
 ) -> IngestOptions:
     return IngestOptions(
         format=form.format,
@@ -63,6 +73,12 @@ def ingest_options(
         min_examples=min_examples,
         n_epochs=form.n_epochs,
         price_table_path=settings.price_table_path,
+        workbook_limits=WorkbookLimits(
+            max_inflated_bytes=settings.xlsx_max_inflated_bytes,
+            max_ratio=settings.xlsx_max_compression_ratio,
+            memory_bytes=settings.xlsx_memory_limit_bytes,
+        ),
+        deadline=deadline,
     )
 
 
@@ -259,3 +275,52 @@ def dataset_view(record: dict[str, Any]) -> dict[str, Any]:
         "training_dataset_id": record.get("training_dataset_id"),
         "created_at": record["created_at"],
     }
+
+
+# Files younger than this may belong to a write in progress (a file is committed
+# just before its record), so the sweep leaves them for its next round.
+SWEEP_MIN_AGE_SECONDS = 600.0
+SWEEP_BATCH = 500
+
+
+def _older_than(path: Path, seconds: float, now: float) -> bool:
+    try:
+        return now - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
+
+
+async def sweep_orphan_files(resources: Resources) -> int:
+    """Remove files no dataset owns: scratch files no request can still be writing,
+    uploads waiting for a validation that will never run, normalized files of
+    deleted datasets. Safe with several API and worker processes on one DATA_DIR.
+    Returns how many files went."""
+    settings = resources.settings
+    blobs = resources.blobs
+    store = DatasetStore(resources.redis, resources.keys)
+    now = time.time()
+    removed = 0
+    # No request or validation runs longer than this, so its scratch file is abandoned.
+    scratch_age = settings.upload_timeout_seconds + settings.validation_timeout_seconds
+    for path in blobs.scratch_files():
+        if _older_than(path, scratch_age, now):
+            path.unlink(missing_ok=True)
+            removed += 1
+    for kind, ids in (("original", blobs.original_ids()), ("dataset", blobs.dataset_ids())):
+        for start in range(0, len(ids), SWEEP_BATCH):
+            batch = ids[start : start + SWEEP_BATCH]
+            live = {r["id"]: r for r in await store.many(batch)}
+            for dataset_id in batch:
+                record = live.get(dataset_id)
+                if kind == "original":
+                    path = blobs.original_path(dataset_id)
+                    orphan = record is None or record["status"] != VALIDATING
+                else:
+                    path = blobs.path(dataset_id)
+                    orphan = record is None or record["status"] != "ready"
+                if orphan and _older_than(path, SWEEP_MIN_AGE_SECONDS, now):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+    if removed:
+        logger.info("removed orphaned dataset files", extra={"files": removed})
+    return removed

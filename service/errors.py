@@ -54,6 +54,14 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class RequestTimeout(ServiceError):
+    """The caller sent its body too slowly (or stopped sending it)."""
+
+    status = 408
+    title = "Request timeout"
+    code = "request_timeout"
+
+
 class Conflict(ServiceError):
     status = 409
     title = "Conflict"

@@ -37,6 +37,9 @@ class Outcome:
     status: int
     body: Any
     headers: dict[str, str]
+    # What a replay answers, when it must differ from the first answer (a secret
+    # shown once is not kept in Redis for replays). None: the body itself.
+    replay_body: Any = None
 
 
 def fingerprint(*parts: bytes | str) -> str:
@@ -111,7 +114,7 @@ async def _store(
         "state": "done",
         "fingerprint": body_fingerprint,
         "status": outcome.status,
-        "body": outcome.body,
+        "body": outcome.body if outcome.replay_body is None else outcome.replay_body,
         "headers": {k: v for k, v in outcome.headers.items() if k.lower() in {"location"}},
     }
     await resources.redis.set(redis_key, json.dumps(record, ensure_ascii=False), ex=TTL_SECONDS)

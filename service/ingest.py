@@ -17,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
+import time
 from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -60,6 +61,13 @@ from service.domain.tokens import (
     example_texts,
     load_model_table,
 )
+from service.spreadsheet import (
+    UnreadableWorkbook,
+    WorkbookLimits,
+    extract_rows,
+    inspect_workbook,
+    read_rows,
+)
 
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 PROVIDER_MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -95,6 +103,9 @@ class IngestOptions:
     model_table_path: Path | None = None
     chunk_bytes: int = 4 * 1024 * 1024
     parallel_threshold_bytes: int = 1024 * 1024
+    workbook_limits: WorkbookLimits = field(default_factory=WorkbookLimits)
+    # time.monotonic() after which validation gives up with a `validation_timeout` error.
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", "jsonl", "csv", "tsv", "json", "xlsx"):
@@ -182,6 +193,7 @@ class _Assembler:
     errors: IssueList
     warnings: IssueList
     example_count: int = 0
+    unparsed_count: int = 0
     tokens: array[int] = field(default_factory=lambda: array("q"))
     assistant_tokens: int = 0
     kind: str | None = None
@@ -193,6 +205,7 @@ class _Assembler:
 
     def add(self, outcome: ChunkOutcome) -> None:
         self.example_count += outcome.example_count
+        self.unparsed_count += outcome.unparsed_count
         self.errors.merge(outcome.errors, outcome.error_totals)
         if outcome.fatal is not None:
             self.fail(outcome.fatal)
@@ -240,36 +253,77 @@ def _pool_width(executor: Executor) -> int:
     return max(1, os.cpu_count() or 1)
 
 
+class _PastDeadline(Exception):
+    pass
+
+
 def _run_chunks(
     works: Iterator[LinesChunk | RecordsChunk],
     context: ChunkContext,
     assembler: _Assembler,
     executor: Executor | None,
+    deadline: float | None = None,
 ) -> None:
-    """Process every chunk, in the executor when given, merging results in order."""
+    """Process every chunk, in the executor when given, merging results in order.
+
+    Past `deadline` (a time.monotonic() value) it stops with a validation_timeout
+    error, checked before each chunk and while waiting for the pool.
+    """
     in_flight: deque[Future[ChunkOutcome]] = deque()
     limit = 2 * _pool_width(executor) if executor is not None else 0
+
+    def remaining() -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _PastDeadline
+        return left
+
+    def collect() -> None:
+        try:
+            assembler.add(in_flight.popleft().result(timeout=remaining()))
+        except FutureTimeout:
+            raise _PastDeadline from None
+
     try:
         try:
             for work in works:
+                remaining()
                 if executor is None:
                     assembler.add(process_chunk(work, context))
                 else:
                     in_flight.append(executor.submit(process_chunk, work, context))
                     while len(in_flight) >= limit and not assembler.stopped:
-                        assembler.add(in_flight.popleft().result())
+                        collect()
                 if assembler.stopped:
                     return
-        except (UndecodableInput, TableSyntaxError, JsonArrayError, MissingColumns) as exc:
+        except (
+            UndecodableInput,
+            TableSyntaxError,
+            JsonArrayError,
+            MissingColumns,
+            UnreadableWorkbook,
+        ) as exc:
             # Chunks already read come first, so their issues keep file order.
             while in_flight and not assembler.stopped:
-                assembler.add(in_flight.popleft().result())
+                collect()
             if not assembler.stopped:
                 for issue in exc.issues if isinstance(exc, MissingColumns) else [exc.issue]:
                     assembler.fail(issue)
             return
         while in_flight and not assembler.stopped:
-            assembler.add(in_flight.popleft().result())
+            collect()
+    except _PastDeadline:
+        assembler.fail(
+            Issue(
+                None,
+                None,
+                codes.VALIDATION_TIMEOUT,
+                "Validating the file took longer than this service allows; "
+                "split it into smaller files and upload each.",
+            )
+        )
     finally:
         for future in in_flight:
             future.cancel()
@@ -341,24 +395,27 @@ def _table_chunks(
         yield RecordsChunk(records, rejected, rejected_count)
 
 
-def _xlsx_rows(source: Path) -> Iterator[tuple[int, Sequence[object]]]:
-    """Rows of the first sheet with their sheet row numbers."""
-    import openpyxl  # imported here: only spreadsheet uploads pay for it
-    from openpyxl.utils.exceptions import InvalidFileException
-
+def _ingest_workbook(
+    source: Path,
+    dest: Path,
+    options: IngestOptions,
+    context: ChunkContext,
+    assembler: _Assembler,
+    executor: Executor | None,
+) -> None:
+    """Check the archive, read its rows in a memory-capped child, then convert them."""
+    rows_file = dest.with_name(dest.name + ".rows")
     try:
-        workbook = openpyxl.load_workbook(source, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
-        raise TableSyntaxError(
-            Issue(None, None, codes.INVALID_TABLE, f"The spreadsheet cannot be read: {exc}.")
-        ) from None
-    try:
-        sheet = workbook.worksheets[0]
-        first_row = sheet.min_row or 1
-        for offset, row in enumerate(sheet.iter_rows(values_only=True)):
-            yield first_row + offset, row
+        try:
+            inspect_workbook(source, options.workbook_limits)
+            extract_rows(source, rows_file, options.workbook_limits, deadline=options.deadline)
+        except UnreadableWorkbook as exc:
+            assembler.fail(exc.issue)
+            return
+        works = _table_chunks(read_rows(rows_file), options.conversion, options.chunk_bytes)
+        _run_chunks(works, context, assembler, executor, options.deadline)
     finally:
-        workbook.close()
+        rows_file.unlink(missing_ok=True)
 
 
 def _file_sha256(path: Path) -> str:
@@ -389,7 +446,21 @@ def _finish(
     source_sha256: str | None,
 ) -> IngestReport:
     spec = assembler.spec
-    if not assembler.stopped and assembler.example_count < options.min_examples:
+    # Broken lines are not examples, but a file of them is not "too small" either.
+    lines_seen = assembler.example_count + assembler.unparsed_count
+    if not assembler.stopped and lines_seen == 0 and not assembler.errors.total:
+        assembler.errors.add(
+            Issue(
+                None,
+                None,
+                codes.EMPTY_FILE,
+                "The file is empty (0 bytes)."
+                if source_bytes == 0
+                else "The file holds no examples: it has only blank lines, or a table "
+                "has only its header row.",
+            )
+        )
+    elif not assembler.stopped and lines_seen < options.min_examples:
         assembler.errors.add(
             Issue(
                 None,
@@ -496,14 +567,12 @@ def ingest_file(
                 return _finish(assembler, options, source_format, source_bytes, None)
             run_in = executor if parallel else None
             if source_format == "xlsx":
-                works: Iterator[LinesChunk | RecordsChunk] = _table_chunks(
-                    _xlsx_rows(source), options.conversion, options.chunk_bytes
-                )
-                _run_chunks(works, context, assembler, run_in)
+                _ingest_workbook(source, dest, options, context, assembler, run_in)
                 return _finish(
                     assembler, options, source_format, source_bytes, _file_sha256(source)
                 )
             with source.open("rb") as handle:
+                works: Iterator[LinesChunk | RecordsChunk]
                 if source_format == "jsonl":
                     works = _jsonl_chunks(handle, options.chunk_bytes, hasher)
                 elif source_format == "json":
@@ -512,7 +581,7 @@ def ingest_file(
                     delimiter = "\t" if source_format == "tsv" else ","
                     rows = iter_delimited_rows(handle, delimiter)
                     works = _table_chunks(rows, options.conversion, options.chunk_bytes)
-                _run_chunks(works, context, assembler, run_in)
+                _run_chunks(works, context, assembler, run_in, options.deadline)
             digest = (
                 _file_sha256(source)
                 if source_format in ("csv", "tsv") or assembler.stopped
@@ -555,7 +624,9 @@ def ingest_examples(
                 errors=IssueList(options.max_errors),
                 warnings=IssueList(options.max_warnings),
             )
-            _run_chunks(iter(works), context, assembler, executor if parallel else None)
+            _run_chunks(
+                iter(works), context, assembler, executor if parallel else None, options.deadline
+            )
             return _finish(
                 assembler, options, "json", len(source), hashlib.sha256(source).hexdigest()
             )

@@ -24,8 +24,8 @@ def export() -> str:
     # The document must not depend on the environment it is exported in.
     settings = Settings(
         _env_file=None,
-        service_api_keys=SecretStr("export:export-only-key"),
-        webhook_signing_secret=SecretStr("whsec_ZXhwb3J0"),
+        service_api_keys=SecretStr("export:export-only-key-0123456789"),
+        webhook_signing_secret=SecretStr("whsec_b3BlbmFwaS1leHBvcnQtc2lnbmluZy1rZXk="),
         redis_url="redis://127.0.0.1:6379/0",
     )
     app = create_app(settings)

@@ -84,8 +84,8 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         pass
     try:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise UnsafeTarget(f"webhook host {host!r} does not resolve ({exc})") from None
+    except OSError:
+        raise UnsafeTarget(f"webhook host {host!r} does not resolve") from None
     found: list[IPAddress] = []
     for info in infos:
         raw = str(info[4][0]).split("%", 1)[0]
@@ -94,11 +94,12 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
 
 
 def refuse_private(host: str, addresses: list[IPAddress]) -> None:
-    bad = [str(a) for a in addresses if not is_public(a)]
-    if bad or not addresses:
+    # The message never names the address: echoing what an internal name resolves
+    # to would map the private network for whoever asks.
+    if not addresses or not all(is_public(a) for a in addresses):
         raise UnsafeTarget(
-            f"webhook host {host!r} resolves to a non-public address ({', '.join(bad) or 'none'}); "
-            "only globally routable targets are allowed"
+            f"webhook host {host!r} resolves to a loopback, private or otherwise non-public "
+            "address; only globally routable targets are allowed"
         )
 
 

@@ -7,22 +7,29 @@ way, and close everything on the way out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from concurrent.futures import Executor
-from contextlib import AsyncExitStack, asynccontextmanager
+import logging
+import multiprocessing
+import os
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import httpx
 import openai
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from service import tasks
+from service.domain.tokens import preload_encodings
 from service.errors import ServiceUnavailable
 from service.providers import Provider, build_provider
 from service.settings import Settings
 from service.store.blobs import LocalBlobStore
 from service.store.keys import Keys
+
+logger = logging.getLogger(__name__)
 
 # Short socket timeouts: a dead Redis must turn into a 503 quickly, not hang requests.
 REDIS_SOCKET_TIMEOUT = 5.0
@@ -110,3 +117,31 @@ async def open_resources(
             openai_webhooks=openai_webhooks,
             executor=executor,
         )
+
+
+@contextmanager
+def ingest_pool() -> Iterator[ProcessPoolExecutor]:
+    """The process pool dataset parsing and tokenizing fan out over (API and worker alike).
+
+    One process per core, spawned (not forked) so none inherits the event
+    loop's state, started lazily on first use, stopped on exit.
+    """
+    executor = ProcessPoolExecutor(
+        max_workers=max(1, os.cpu_count() or 1),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=preload_encodings,
+    )
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def sweep_at_start(resources: Resources) -> None:
+    """Remove dataset files a killed process left behind; never blocks start-up."""
+    from service.datasets import sweep_orphan_files  # the dataset glue imports Resources
+
+    try:
+        await sweep_orphan_files(resources)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not sweep orphaned files at start", extra={"error": repr(exc)})

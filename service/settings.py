@@ -8,6 +8,7 @@ stops start-up with one line naming the variable (see `load_settings`).
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import sys
@@ -38,6 +39,12 @@ DEFAULT_CHAT_BASE_MODELS = (
 )
 
 
+MIN_API_KEY_LENGTH = 16
+MIN_WEBHOOK_KEY_BYTES = 16
+# The slowest pace (bytes of upload per second) a background validation is given time for.
+VALIDATION_FLOOR_BYTES_PER_SECOND = 1024 * 1024
+
+
 class ConfigurationError(Exception):
     """Start-up configuration is unusable; the message names the variable."""
 
@@ -54,6 +61,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         frozen=True,
+        # `NAME=` means "not set": a copied .env.example with blanks must start.
+        env_ignore_empty=True,
     )
 
     # Processes
@@ -98,6 +107,20 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
     sync_validation_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     price_table_path: Path | None = None
+    # Longest a background validation may take; unset: sized for MAX_UPLOAD_BYTES.
+    dataset_validation_timeout_seconds: float | None = Field(default=None, gt=0)
+    xlsx_max_inflated_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    xlsx_max_compression_ratio: float = Field(default=200.0, gt=1)
+    xlsx_memory_limit_bytes: int = Field(default=1024 * 1024 * 1024, ge=128 * 1024 * 1024)
+
+    # Slow and greedy callers
+    upload_timeout_seconds: float = Field(default=900.0, gt=0)
+    upload_idle_timeout_seconds: float = Field(default=30.0, gt=0)
+    upload_min_bytes_per_second: int = Field(default=32 * 1024, ge=0)
+    upload_rate_grace_seconds: float = Field(default=10.0, ge=0)
+    upload_concurrency_per_tenant: int = Field(default=4, ge=1)
+    webhook_max_endpoints_per_tenant: int = Field(default=20, ge=1)
+    webhook_concurrency_per_tenant: int = Field(default=4, ge=1)
 
     # Worker
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
@@ -146,8 +169,19 @@ class Settings(BaseSettings):
     @field_validator("webhook_signing_secret", "openai_webhook_secret")
     @classmethod
     def _check_whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith("whsec_"):
+        if value is None:
+            return value
+        secret = value.get_secret_value()
+        if not secret.startswith("whsec_"):
             raise ValueError("must be a Standard Webhooks secret starting with whsec_")
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raise ValueError("is not valid base64 after whsec_") from None
+        if len(key) < MIN_WEBHOOK_KEY_BYTES:
+            raise ValueError(
+                f"decodes to {len(key)} bytes; use at least {MIN_WEBHOOK_KEY_BYTES} random bytes"
+            )
         return value
 
     @model_validator(mode="after")
@@ -167,27 +201,48 @@ class Settings(BaseSettings):
         if self.service_api_keys is None:
             return {}
         keys: dict[str, str] = {}
-        for pair in self.service_api_keys.get_secret_value().split(","):
+        for position, pair in enumerate(self.service_api_keys.get_secret_value().split(","), 1):
             pair = pair.strip()
             if not pair:
                 continue
             tenant, sep, key = pair.partition(":")
-            if not sep or not tenant.strip() or not key.strip():
-                # Never echo the pair: it holds a key.
+            tenant, key = tenant.strip(), key.strip()
+            # Never echo the pair or the key: name the entry by position and tenant.
+            if not sep or not tenant or not key:
                 raise ValueError("SERVICE_API_KEYS entries must look like tenant:key")
-            keys[key.strip()] = tenant.strip()
+            if len(key) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"SERVICE_API_KEYS entry {position} (tenant {tenant!r}) has a key shorter "
+                    f"than {MIN_API_KEY_LENGTH} characters"
+                )
+            if key in keys:
+                raise ValueError(
+                    f"SERVICE_API_KEYS gives tenants {keys[key]!r} and {tenant!r} the same key; "
+                    "every tenant needs its own"
+                )
+            keys[key] = tenant
         return keys
+
+    @property
+    def validation_timeout_seconds(self) -> float:
+        """The background validation's time limit: set, or enough for the largest upload
+        at a slow machine's pace."""
+        if self.dataset_validation_timeout_seconds is not None:
+            return self.dataset_validation_timeout_seconds
+        return max(120.0, self.max_upload_bytes / VALIDATION_FLOOR_BYTES_PER_SECOND + 60.0)
 
     @cached_property
     def signing_secret(self) -> str:
-        """The secret for jobs' own webhook_url deliveries.
+        """The local tenant's secret for jobs' own webhook_url deliveries, when auth is
+        disabled (a development machine has one tenant). With auth on, every tenant
+        signs with its own secret (POST /webhooks/job-secret) and this is unused:
+        one secret shared by all tenants would let each forge the others' webhooks.
 
-        Required in production. With auth disabled (local development only) a
-        random one is made per process so `make dev` works without setup.
+        Unset, a random one is made per process.
         """
         if self.webhook_signing_secret is not None:
             return self.webhook_signing_secret.get_secret_value()
-        return "whsec_" + secrets.token_urlsafe(32)
+        return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
     def require_provider_key(self) -> str:
         if self.openai_api_key is None or not self.openai_api_key.get_secret_value():
@@ -218,11 +273,6 @@ def load_settings(*, require_provider: bool = False, **overrides: object) -> Set
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         _ = settings.api_keys
-        if not settings.auth_disabled and settings.webhook_signing_secret is None:
-            raise ConfigurationError(
-                "WEBHOOK_SIGNING_SECRET is required (a whsec_ secret); "
-                "only AUTH_DISABLED=true development runs may omit it"
-            )
         if require_provider:
             settings.require_provider_key()
     except ValidationError as exc:

@@ -25,11 +25,12 @@ from redis.exceptions import RedisError
 
 from service import tasks
 from service.logs import log_context, request_id_var
-from service.resources import open_resources, queue_client
+from service.resources import ingest_pool, open_resources, queue_client, sweep_at_start
 from service.settings import Settings
 from worker import heartbeat
 from worker.context import WorkerContext
 from worker.registry import cron_jobs, task_functions
+from worker.task_lock import lock_seconds
 from worker.webhook_delivery import delivery_client
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,9 @@ def build_worker(
     async def startup(ctx: dict[str, Any]) -> None:
         nonlocal heartbeat_task
         stack = AsyncExitStack()
-        resources = await stack.enter_async_context(open_resources(settings))
+        executor = stack.enter_context(ingest_pool())
+        resources = await stack.enter_async_context(open_resources(settings, executor=executor))
+        await sweep_at_start(resources)
         ctx["exit_stack"] = stack
         ctx["resources"] = resources
         ctx["worker_id"] = worker_id
@@ -122,7 +125,12 @@ def build_worker(
 
     timeout = settings.task_timeout_seconds
     functions = [
-        _function(body, timeout=timeout, max_tries=tries) for body, tries in task_functions()
+        _function(
+            spec.body,
+            timeout=spec.timeout(settings) if spec.timeout else timeout,
+            max_tries=spec.max_tries,
+        )
+        for spec in task_functions()
     ]
     crons = [
         cron(
@@ -157,6 +165,10 @@ def build_worker(
         retry_jobs=True,
         max_tries=25,
     )
+    # arq sizes the lock on a running task by the longest function timeout, which
+    # would let the validation's long limit delay every crashed task's retry; long
+    # tasks refresh their lock instead (worker.task_lock).
+    worker.in_progress_timeout_s = lock_seconds(settings.task_timeout_seconds)
     return worker
 
 

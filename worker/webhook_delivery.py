@@ -3,26 +3,38 @@
 - 2xx is success; anything else (3xx included: redirects are never followed)
   is a failure and schedules the next attempt on DELAYS with jitter, honouring
   a bounded Retry-After.
+- An attempt has one deadline for everything (resolve, connect, send, read):
+  a receiver that trickles its answer cannot hold a worker slot past it, and
+  only the first RESPONSE_KEEP_BYTES of its answer are read.
+- Each tenant has at most WEBHOOK_CONCURRENCY_PER_TENANT attempts in flight
+  (slots in Redis, shared by every worker); an attempt that finds them taken
+  waits its turn with a short deferral, so one tenant's slow receivers never
+  fill the worker and delay another tenant's jobs or webhooks.
 - 410 Gone disables the endpoint at once; an endpoint failing without a single
   success for DISABLE_AFTER_SECONDS is disabled and says why.
 - The address dialled is checked at connect time (`GuardedTransport`), so a
   DNS answer that changed since registration cannot reach a private network.
+  A refused address, like a secret that cannot sign, is a failed attempt with
+  its reason on record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from typing import Any
 
 import httpx
+from arq.worker import Retry
 
 from service import tasks
 from service.domain import webhook_signing
 from service.outbound_guard import UnsafeTarget, check_url_shape, refuse_private, resolve
 from service.resources import Resources
-from service.store.records import now_iso
+from service.store.records import RecordGone, now_iso
+from service.store.slots import Slots
 from service.store.webhooks import WebhookStore
 from worker.context import WorkerContext
 
@@ -33,9 +45,15 @@ DELAYS = (5, 300, 1800, 7200, 18000, 36000, 36000)
 MAX_ATTEMPTS = len(DELAYS) + 1
 TIMEOUT_SECONDS = 15.0
 MAX_RETRY_AFTER = 3600.0
-RESPONSE_KEEP_BYTES = 1024
+RESPONSE_KEEP_BYTES = 4096
 DISABLE_AFTER_SECONDS = 5 * 24 * 3600
 SECRET_OVERLAP_SECONDS = 24 * 3600
+# Waiting for a tenant slot re-runs the task through arq's Retry; the receiver's
+# attempts are counted on the delivery, so this only bounds a runaway.
+DELIVERY_MAX_TRIES = 1_000_000
+SLOT_WAIT_SECONDS = 1.0
+# A slot outlives its attempt's deadline a little, for the bookkeeping after it.
+SLOT_SPARE_SECONDS = 10.0
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
@@ -71,6 +89,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 def delivery_client(*, allow_private: bool) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=GuardedTransport(allow_private=allow_private),
+        # The attempt's own deadline (in `_post`) bounds the whole exchange; these
+        # bound each phase within it.
         timeout=httpx.Timeout(TIMEOUT_SECONDS),
         follow_redirects=False,
         headers={"user-agent": "finetune-service-webhooks/1"},
@@ -97,16 +117,37 @@ def next_delay(attempt: int, retry_after: float | None) -> float | None:
     return max(base, retry_after) if retry_after is not None else base
 
 
-def signing_secrets(endpoint: dict[str, Any] | None, fallback: str) -> list[str]:
-    if endpoint is None:
-        return [fallback]
+async def signing_secrets(
+    resources: Resources,
+    store: WebhookStore,
+    delivery: dict[str, Any],
+    endpoint: dict[str, Any] | None,
+) -> list[str]:
+    """An endpoint's active secrets, or for a job's own webhook_url its tenant's
+    (the service-wide one only serves the single local tenant of a dev machine)."""
     now = time.time()
-    active = [
-        s["secret"]
-        for s in endpoint.get("secrets", [])
-        if s.get("expires_at") is None or s["expires_at"] > now
-    ]
-    return active or [fallback]
+    if endpoint is not None:
+        return webhook_signing.active_secrets(endpoint.get("secrets", []), now)
+    record = await store.job_secret(delivery["tenant"])
+    if record is not None:
+        return webhook_signing.active_secrets(record["secrets"], now)
+    if resources.settings.auth_disabled:
+        return [resources.settings.signing_secret]
+    return []
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+) -> tuple[httpx.Response, bytes]:
+    """POST and read at most RESPONSE_KEEP_BYTES of the answer, all within one deadline."""
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            kept = bytearray()
+            async for chunk in response.aiter_raw():
+                kept += chunk
+                if len(kept) >= RESPONSE_KEEP_BYTES:
+                    break  # the rest is dropped with the connection
+            return response, bytes(kept[:RESPONSE_KEEP_BYTES])
 
 
 async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) -> str:
@@ -124,22 +165,51 @@ async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) ->
             reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
             await _finish(store, delivery_id, "failed", error=reason)
             return reason
+    slots = Slots(
+        resources.redis,
+        resources.keys.delivery_slots(delivery["tenant"]),
+        limit=resources.settings.webhook_concurrency_per_tenant,
+        ttl=TIMEOUT_SECONDS + SLOT_SPARE_SECONDS,
+    )
+    holder = f"{delivery_id}:{attempt}"
+    if not await slots.take(holder):
+        raise Retry(defer=SLOT_WAIT_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+    try:
+        return await _attempt(ctx, store, delivery, endpoint, attempt)
+    finally:
+        await slots.release(holder)
+
+
+async def _attempt(
+    ctx: WorkerContext,
+    store: WebhookStore,
+    delivery: dict[str, Any],
+    endpoint: dict[str, Any] | None,
+    attempt: int,
+) -> str:
+    resources = ctx["resources"]
+    delivery_id = delivery["id"]
     url = endpoint["url"] if endpoint else delivery["url"]
     body = delivery["payload"].encode()
-    headers = webhook_signing.headers(
-        signing_secrets(endpoint, resources.settings.signing_secret),
-        delivery["event_id"],
-        int(time.time()),
-        body,
-    )
     started = time.perf_counter()
     response: httpx.Response | None = None
+    kept = b""
     error: str | None = None
-    client = ctx["webhook_client"]
     try:
-        response = await client.post(url, content=body, headers=headers)
+        secrets = await signing_secrets(resources, store, delivery, endpoint)
+        if not secrets:
+            raise webhook_signing.SigningError(
+                "the tenant has no signing secret for jobs' webhook_url "
+                "(create one with POST /webhooks/job-secret)"
+            )
+        headers = webhook_signing.headers(secrets, delivery["event_id"], int(time.time()), body)
+        response, kept = await _post(ctx["webhook_client"], url, body, headers)
+    except webhook_signing.SigningError as exc:
+        error = f"not sent: {exc}"
     except UnsafeTarget as exc:
-        error = exc.detail
+        error = f"not sent: {exc.detail}"
+    except TimeoutError:
+        error = f"no complete answer within {TIMEOUT_SECONDS:g} s"
     except httpx.TimeoutException:
         error = f"timed out after {TIMEOUT_SECONDS:g} s"
     except httpx.HTTPError as exc:
@@ -158,32 +228,29 @@ async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) ->
             "url": url,
             "status": status,
             "latency_ms": latency_ms,
-            "response": response.text[:RESPONSE_KEEP_BYTES] if response is not None else None,
+            "response": kept.decode("utf-8", "replace") if response is not None else None,
             "error": error,
         },
     )
     succeeded = status is not None and 200 <= status < 300
-    if succeeded:
-        await _finish(store, delivery_id, "succeeded", status=status, attempts=attempt)
-        if endpoint is not None:
-            await store.update_endpoint(endpoint["id"], _healthy)
-        return "succeeded"
-    if status == 410 and endpoint is not None:
-        await store.update_endpoint(
-            endpoint["id"], lambda e: _disable(e, "The endpoint answered 410 Gone")
-        )
-        await _finish(store, delivery_id, "failed", status=status, error=error, attempts=attempt)
-        return "gone-410"
-    if endpoint is not None:
-        endpoint = await store.update_endpoint(endpoint["id"], _failing)
-        if (
-            time.time() - float(endpoint.get("failing_since") or time.time())
-            > DISABLE_AFTER_SECONDS
-        ):
+    try:
+        if succeeded:
+            await _finish(store, delivery_id, "succeeded", status=status, attempts=attempt)
+            if endpoint is not None:
+                await store.update_endpoint(endpoint["id"], _healthy)
+            return "succeeded"
+        if status == 410 and endpoint is not None:
             await store.update_endpoint(
-                endpoint["id"],
-                lambda e: _disable(e, "Every delivery failed for more than 5 days"),
+                endpoint["id"], lambda e: _disable(e, "The endpoint answered 410 Gone")
             )
+            await _finish(
+                store, delivery_id, "failed", status=status, error=error, attempts=attempt
+            )
+            return "gone-410"
+        if endpoint is not None:
+            await _note_failure(store, endpoint["id"])
+    except RecordGone:
+        pass  # the endpoint was deleted meanwhile; the delivery still gets its verdict
     delay = next_delay(attempt, _retry_after(response))
     if delay is None:
         await _finish(store, delivery_id, "failed", status=status, error=error, attempts=attempt)
@@ -211,6 +278,14 @@ async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) ->
         },
     )
     return "retrying"
+
+
+async def _note_failure(store: WebhookStore, endpoint_id: str) -> None:
+    endpoint = await store.update_endpoint(endpoint_id, _failing)
+    if time.time() - float(endpoint.get("failing_since") or time.time()) > DISABLE_AFTER_SECONDS:
+        await store.update_endpoint(
+            endpoint_id, lambda e: _disable(e, "Every delivery failed for more than 5 days")
+        )
 
 
 async def _finish(

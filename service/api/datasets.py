@@ -39,12 +39,16 @@ from service.datasets import (
     run_ingest,
 )
 from service.domain.jobs import is_terminal
-from service.errors import BadRequest, Conflict, PayloadTooLarge
+from service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RateLimited
 from service.idempotency import Outcome, fingerprint, run_once
 from service.resources import Resources
 from service.store.datasets import DatasetStore
 from service.store.jobs import JobStore
 from service.store.records import new_id, now_iso
+from service.store.slots import Slots
+
+# An upload's slot outlives its body deadline by this much (conversion, then storing).
+UPLOAD_SLOT_SPARE_SECONDS = 300.0
 
 
 class DatasetIssue(BaseModel):
@@ -167,6 +171,34 @@ class DatasetController(Controller):
     tags = ["Datasets"]
 
     async def _receive(
+        self,
+        request: Request[Any, Any, Any],
+        resources: Resources,
+        tenant: Tenant,
+        *,
+        dry_run: bool,
+    ) -> Response[Any]:
+        settings = resources.settings
+        slots = Slots(
+            resources.redis,
+            resources.keys.upload_slots(tenant),
+            limit=settings.upload_concurrency_per_tenant,
+            ttl=settings.upload_timeout_seconds + UPLOAD_SLOT_SPARE_SECONDS,
+        )
+        holder = new_id("upl")
+        if not await slots.take(holder):
+            raise RateLimited(
+                f"This tenant already has {settings.upload_concurrency_per_tenant} uploads in "
+                "progress; wait for one to finish",
+                code="too_many_uploads",
+                headers={"Retry-After": "5"},
+            )
+        try:
+            return await self._receive_within_slot(request, resources, tenant, dry_run=dry_run)
+        finally:
+            await slots.release(holder)
+
+    async def _receive_within_slot(
         self,
         request: Request[Any, Any, Any],
         resources: Resources,
@@ -373,7 +405,7 @@ class DatasetController(Controller):
     async def delete_dataset(self, state: State, tenant: Tenant, dataset_id: FromPath[str]) -> None:
         resources: Resources = state.resources
         store = DatasetStore(resources.redis, resources.keys)
-        record = await store.get_for_tenant(tenant, dataset_id)
+        await store.get_for_tenant(tenant, dataset_id)
         users = await JobStore(resources.redis, resources.keys).uses_of_dataset(dataset_id)
         busy = [job["id"] for job in users if not is_terminal(job["status"])]
         if busy:
@@ -382,9 +414,15 @@ class DatasetController(Controller):
                 code="dataset_in_use",
                 extra={"job_ids": busy},
             )
-        await store.delete(record)
-        resources.blobs.delete(dataset_id)
-        await anyio.to_thread.run_sync(resources.blobs.delete_original, dataset_id)
+
+        def owned(record: dict[str, Any]) -> None:
+            if record.get("tenant") != tenant:
+                raise NotFound(f"No dataset {dataset_id} for this tenant")
+
+        # The tombstone stops a worker still validating it from writing it back;
+        # files it commits after this point are removed by that worker.
+        await store.delete(dataset_id, owned)
+        await anyio.to_thread.run_sync(resources.blobs.delete_all, dataset_id)
 
 
 def report_view(report: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from service.schemas import Job, public_job
 from service.store.datasets import DatasetStore
 from service.store.jobs import JobStore
 from service.store.records import new_id, now_iso
+from service.store.webhooks import WebhookStore
 
 Auto = Literal["auto"]
 
@@ -206,6 +207,14 @@ class JobController(Controller):
                 webhook_url = await check_webhook_url(
                     data.webhook_url, allow_private=settings.webhook_allow_private_networks
                 )
+                secrets = WebhookStore(resources.redis, resources.keys)
+                if not settings.auth_disabled and await secrets.job_secret(tenant) is None:
+                    raise Conflict(
+                        "A job's webhook_url is signed with this tenant's job webhook secret, "
+                        "and there is none yet: create it with POST /webhooks/job-secret "
+                        "(shown once), then start the job",
+                        code="job_secret_missing",
+                    )
             now = now_iso()
             record: dict[str, Any] = {
                 "id": new_id("job"),

@@ -6,16 +6,18 @@ responses produced by exception handlers and streaming bodies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
 import time
 from typing import TYPE_CHECKING
 
+from service.errors import RequestTimeout
 from service.logs import request_id_var
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -70,5 +72,74 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 },
             )
             request_id_var.reset(token)
+
+    return middleware
+
+
+def body_pacing_middleware(
+    app: ASGIApp,
+    *,
+    total_seconds: float,
+    idle_seconds: float,
+    min_bytes_per_second: int,
+    grace_seconds: float,
+) -> ASGIApp:
+    """Bound how long a caller may take to send its body (slowloris and trickling uploads).
+
+    The body must arrive within `total_seconds` of its first read, no gap between
+    chunks may exceed `idle_seconds`, and after `grace_seconds` (a slow start:
+    TCP ramp-up, a busy client) the average rate must stay above
+    `min_bytes_per_second`. Breaking a rule raises RequestTimeout
+    (408) inside the app, where the read happens, so the handler stops, its
+    scratch files go and nothing is stored.
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
+            await app(scope, receive, send)
+            return
+        started: float | None = None
+        received = 0
+        complete = False
+
+        async def paced_receive() -> ReceiveMessage:
+            nonlocal started, received, complete
+            if complete:
+                return await receive()
+            now = time.monotonic()
+            if started is None:
+                started = now
+            remaining = started + total_seconds - now
+            if remaining <= 0:
+                raise RequestTimeout(
+                    f"The request body took longer than {total_seconds:g} s to arrive"
+                )
+            try:
+                async with asyncio.timeout(min(idle_seconds, remaining)):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body stalled (nothing for {idle_seconds:g} s)"
+                    if idle_seconds <= remaining
+                    else f"The request body took longer than {total_seconds:g} s to arrive"
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                elapsed = time.monotonic() - started
+                if (
+                    not complete
+                    and elapsed > grace_seconds
+                    and received < min_bytes_per_second * elapsed
+                ):
+                    raise RequestTimeout(
+                        f"The request body arrives at {received / elapsed:.0f} bytes/s; "
+                        f"this service needs at least {min_bytes_per_second} bytes/s"
+                    )
+            else:
+                complete = True  # a disconnect: nothing more will come
+            return message
+
+        await app(scope, paced_receive, send)
 
     return middleware

@@ -16,7 +16,7 @@ from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
@@ -71,6 +71,7 @@ async def receive_upload(
     file_hash = hashlib.sha256()
     handle: IO[bytes] | None = None
     saw_file = False
+    ended = False
 
     def on_part_begin() -> None:
         part.reset()
@@ -123,9 +124,14 @@ async def receive_upload(
         except UnicodeDecodeError:
             raise BadRequest(f"Form field {part.name!r} is not UTF-8 text") from None
 
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
     parser = MultipartParser(
         boundary_of(content_type),
         callbacks={
+            "on_end": on_end,
             "on_part_begin": on_part_begin,
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,
@@ -146,13 +152,21 @@ async def receive_upload(
                 )
             parser.write(chunk)
         parser.finalize()
-    except (PayloadTooLarge, BadRequest):
+    except ServiceError:
         raise
     except Exception as exc:  # python-multipart raises several unrelated types
         raise BadRequest(f"Malformed multipart body: {exc}", code="invalid_multipart") from None
     finally:
         if handle is not None:
             handle.close()
+    if not ended:
+        # A body cut short (a dropped connection, a proxy limit) parses as a shorter
+        # file; only the closing boundary proves that everything arrived.
+        raise BadRequest(
+            "The upload ended before the multipart body's closing boundary, so the file "
+            "may be incomplete; nothing was stored. Send it again.",
+            code="incomplete_upload",
+        )
     if not saw_file:
         raise BadRequest("The form has no 'file' part", code="missing_file")
     result.sha256 = file_hash.hexdigest()

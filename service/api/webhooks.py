@@ -20,14 +20,22 @@ from service.api.links import location
 from service.api.openapi_docs import OpenAIWebhookOperation, example_body
 from service.api.pagination import MAX_LIMIT, ListResponse, walk_newest_first
 from service.api.problems import problems
-from service.domain.webhook_signing import new_secret
-from service.errors import BadRequest, Conflict, ServiceUnavailable
+from service.domain.webhook_signing import new_secret, rotated
+from service.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from service.idempotency import Outcome, fingerprint, run_once
 from service.notifications import PING_TYPE, new_delivery
 from service.outbound_guard import check_webhook_url
 from service.resources import Resources
 from service.store.jobs import JobStore
-from service.store.records import dumps, new_id, now_iso
+from service.store.records import (
+    LimitReached,
+    RecordGone,
+    WriteConflict,
+    dumps,
+    iso_from_unix,
+    new_id,
+    now_iso,
+)
 from service.store.webhooks import WebhookStore
 
 logger = logging.getLogger(__name__)
@@ -88,7 +96,25 @@ class Endpoint(BaseModel):
 
 
 class EndpointWithSecret(Endpoint):
-    secret: str = Field(description="Shown once: keep it to verify signatures")
+    secret: str | None = Field(
+        description="Shown once: keep it to verify signatures. Null when an "
+        "Idempotency-Key replays the creation (the secret is never stored for replays)."
+    )
+
+
+class JobWebhookSecret(BaseModel):
+    """The tenant's secret for jobs' own `webhook_url` deliveries (not endpoints')."""
+
+    object: Literal["webhook.job_secret"] = "webhook.job_secret"
+    created_at: str
+    rotated_at: str | None
+    previous_expires_at: str | None = Field(
+        description="Until then the previous secret signs too (a second v1 signature)"
+    )
+
+
+class JobWebhookSecretShown(JobWebhookSecret):
+    secret: str = Field(description="Shown once: verify job webhook_url deliveries with it")
 
 
 class Attempt(BaseModel):
@@ -124,6 +150,15 @@ class DeliveryWithAttempts(Delivery):
 
 class Accepted(BaseModel):
     status: str
+
+
+def _job_secret_view(record: dict[str, Any]) -> JobWebhookSecret:
+    overlaps = [e["expires_at"] for e in record["secrets"] if e.get("expires_at") is not None]
+    return JobWebhookSecret(
+        created_at=record["created_at"],
+        rotated_at=record.get("rotated_at"),
+        previous_expires_at=iso_from_unix(max(overlaps)) if overlaps else None,
+    )
 
 
 def public_endpoint(record: dict[str, Any]) -> Endpoint:
@@ -171,8 +206,9 @@ class WebhookController(Controller):
         tenant: str,
         data: EndpointCreate,
     ) -> Outcome:
+        settings = resources.settings
         url = await check_webhook_url(
-            data.url, allow_private=resources.settings.webhook_allow_private_networks
+            data.url, allow_private=settings.webhook_allow_private_networks
         )
         now = now_iso()
         secret = new_secret()
@@ -189,12 +225,24 @@ class WebhookController(Controller):
             "created_at": now,
             "updated_at": now,
         }
-        await WebhookStore(resources.redis, resources.keys).create_endpoint(record)
+        try:
+            await WebhookStore(resources.redis, resources.keys).create_endpoint(
+                record, max_per_tenant=settings.webhook_max_endpoints_per_tenant
+            )
+        except LimitReached:
+            raise Conflict(
+                f"This tenant already has {settings.webhook_max_endpoints_per_tenant} webhook "
+                "endpoints; delete one first",
+                code="too_many_endpoints",
+            ) from None
         body = EndpointWithSecret(**public_endpoint(record).model_dump(), secret=secret)
+        shown = body.model_dump(mode="json")
         return Outcome(
             HTTP_201_CREATED,
-            body.model_dump(mode="json"),
+            shown,
             {"Location": location(request, f"/webhooks/{record['id']}")},
+            # A replay must not hand the secret out again, so it is never kept for one.
+            replay_body={**shown, "secret": None},
         )
 
     @get(
@@ -302,22 +350,79 @@ class WebhookController(Controller):
         now = time.time()
 
         def rotate(endpoint: dict[str, Any]) -> dict[str, Any]:
-            kept = []
-            for entry in endpoint.get("secrets", []):
-                if entry.get("expires_at") is not None and entry["expires_at"] <= now:
-                    continue  # already past its overlap
-                kept.append(
-                    {
-                        **entry,
-                        "expires_at": entry.get("expires_at") or now + ROTATION_OVERLAP_SECONDS,
-                    }
-                )
-            endpoint["secrets"] = [{"secret": secret, "created_at": now, "expires_at": None}, *kept]
+            endpoint["secrets"] = rotated(
+                endpoint.get("secrets", []), secret, now, ROTATION_OVERLAP_SECONDS
+            )
             endpoint["updated_at"] = now_iso()
             return endpoint
 
         updated = await store.update_endpoint(endpoint_id, rotate)
         return EndpointWithSecret(**public_endpoint(updated).model_dump(), secret=secret)
+
+    @post(
+        "/job-secret",
+        operation_id="CreateJobWebhookSecret",
+        summary="Create the tenant's signing secret for jobs' own webhook_url (shown once)",
+        status_code=HTTP_201_CREATED,
+        responses=problems(400, 401, 409, 429),
+    )
+    async def create_job_secret(self, state: State, tenant: Tenant) -> JobWebhookSecretShown:
+        resources: Resources = state.resources
+        secret = new_secret()
+        now = now_iso()
+        record = {
+            "id": f"jobsecret:{tenant}",
+            "tenant": tenant,
+            "secrets": [{"secret": secret, "created_at": time.time(), "expires_at": None}],
+            "created_at": now,
+            "rotated_at": None,
+        }
+        try:
+            await WebhookStore(resources.redis, resources.keys).create_job_secret(record)
+        except WriteConflict:
+            raise Conflict(
+                "This tenant already has a job webhook secret; rotate it to get a new one",
+                code="job_secret_exists",
+            ) from None
+        return JobWebhookSecretShown(**_job_secret_view(record).model_dump(), secret=secret)
+
+    @get(
+        "/job-secret",
+        operation_id="GetJobWebhookSecret",
+        summary="When the job webhook secret was made and rotated (never the secret itself)",
+        responses=problems(400, 401, 404, 429),
+    )
+    async def get_job_secret(self, state: State, tenant: Tenant) -> JobWebhookSecret:
+        resources: Resources = state.resources
+        record = await WebhookStore(resources.redis, resources.keys).job_secret(tenant)
+        if record is None:
+            raise NotFound("This tenant has no job webhook secret; create one first")
+        return _job_secret_view(record)
+
+    @post(
+        "/job-secret/rotate",
+        operation_id="RotateJobWebhookSecret",
+        summary="New job webhook secret; the old one keeps signing alongside it for 24 hours",
+        status_code=200,
+        responses=problems(400, 401, 404, 429),
+    )
+    async def rotate_job_secret(self, state: State, tenant: Tenant) -> JobWebhookSecretShown:
+        resources: Resources = state.resources
+        secret = new_secret()
+        now = time.time()
+
+        def rotate(record: dict[str, Any]) -> dict[str, Any]:
+            record["secrets"] = rotated(record["secrets"], secret, now, ROTATION_OVERLAP_SECONDS)
+            record["rotated_at"] = now_iso()
+            return record
+
+        try:
+            record = await WebhookStore(resources.redis, resources.keys).update_job_secret(
+                tenant, rotate
+            )
+        except RecordGone:
+            raise NotFound("This tenant has no job webhook secret; create one first") from None
+        return JobWebhookSecretShown(**_job_secret_view(record).model_dump(), secret=secret)
 
     @post(
         "/{endpoint_id:str}/test",

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
@@ -20,8 +21,15 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+class SigningError(ValueError):
+    """The secret cannot sign (its key part is not base64)."""
+
+
 def _key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    try:
+        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except ValueError:
+        raise SigningError("the signing secret is not valid base64 after whsec_") from None
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -37,3 +45,35 @@ def headers(secrets_: list[str], message_id: str, timestamp: int, body: bytes) -
         "webhook-signature": " ".join(signature(s, message_id, timestamp, body) for s in secrets_),
         "content-type": "application/json",
     }
+
+
+def active_secrets(entries: list[dict[str, Any]], now: float) -> list[str]:
+    """The secrets that still sign: the current one and any inside its rotation overlap."""
+    return [
+        entry["secret"]
+        for entry in entries
+        if entry.get("expires_at") is None or float(entry["expires_at"]) > now
+    ]
+
+
+def rotated(
+    entries: list[dict[str, Any]], new: str, now: float, overlap_seconds: float
+) -> list[dict[str, Any]]:
+    """`new` first; the secrets still active keep signing for `overlap_seconds` more."""
+    kept = [
+        {**entry, "expires_at": entry.get("expires_at") or now + overlap_seconds}
+        for entry in entries
+        if entry.get("expires_at") is None or float(entry["expires_at"]) > now
+    ]
+    return [{"secret": new, "created_at": now, "expires_at": None}, *kept]
+
+
+def is_valid_secret(secret: str) -> bool:
+    """A `whsec_` secret whose key part is base64 (what signing needs)."""
+    if not secret.startswith(SECRET_PREFIX):
+        return False
+    try:
+        base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except ValueError:
+        return False
+    return True

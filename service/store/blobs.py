@@ -67,6 +67,23 @@ class LocalBlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.path(dataset_id).unlink()
 
+    def delete_all(self, dataset_id: str) -> None:
+        """The normalized file and any upload still waiting for validation."""
+        self.delete(dataset_id)
+        self.delete_original(dataset_id)
+
+    def scratch_files(self) -> list[Path]:
+        return sorted(self.scratch.glob("*")) if self.scratch.is_dir() else []
+
+    def original_ids(self) -> list[str]:
+        folder = self.root / "originals"
+        return sorted(p.stem for p in folder.glob("*.upload")) if folder.is_dir() else []
+
+    def dataset_ids(self) -> list[str]:
+        return (
+            sorted(p.stem for p in self.datasets.glob("*.jsonl")) if self.datasets.is_dir() else []
+        )
+
     def exists(self, dataset_id: str) -> bool:
         return self.path(dataset_id).is_file()
 

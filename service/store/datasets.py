@@ -1,27 +1,43 @@
 """Datasets in Redis: one JSON record per dataset plus a per-tenant index.
 
 The normalized JSONL itself lives in the blob store; the record holds its
-statistics, estimate and warnings.
+statistics, estimate and warnings. Datasets still being validated by the
+worker are also in `fts:datasets:validating`, which the reconciler walks.
+
+Every write is conditional (see `service.store.records`): a deleted dataset
+leaves a tombstone, so the worker finishing a validation it started before
+the delete finds the dataset gone instead of bringing it back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from service.errors import NotFound
 from service.store.keys import Keys
 from service.store.records import (
+    ABSENT,
+    Op,
     Page,
+    RecordGone,
+    Write,
+    WriteConflict,
+    commit,
+    create_records,
     creation_score,
+    delete_record,
     dumps,
     get_record,
     get_records,
+    loads,
     page_ids,
     update_record,
 )
+
+VALIDATING = "validating"
 
 
 class DatasetStore:
@@ -29,18 +45,30 @@ class DatasetStore:
         self.redis = redis
         self.keys = keys
 
-    async def create(self, *records: dict[str, Any]) -> None:
-        """Store one or more datasets (a split stores two) in one transaction."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            score = creation_score()
-            for offset, record in enumerate(records):
-                pipe.set(self.keys.dataset(record["id"]), dumps(record))
-                # A split's validation part sorts just after its training part.
-                pipe.zadd(
+    def _index_ops(self, records: Sequence[dict[str, Any]]) -> list[Op]:
+        score = creation_score()
+        ops: list[Op] = []
+        for offset, record in enumerate(records):
+            # A split's validation part sorts just after its training part.
+            ops.append(
+                (
+                    "ZADD",
                     self.keys.datasets_by_tenant(record["tenant"]),
-                    {record["id"]: score - offset * 1e-6},
+                    score - offset * 1e-6,
+                    record["id"],
                 )
-            await pipe.execute()
+            )
+            if record["status"] == VALIDATING:
+                ops.append(("SADD", self.keys.validating_datasets, record["id"]))
+        return ops
+
+    async def create(self, *records: dict[str, Any]) -> None:
+        """Store one or more new datasets (a split stores two) in one atomic write."""
+        await create_records(
+            self.redis,
+            [(self.keys.dataset(r["id"]), r) for r in records],
+            self._index_ops(records),
+        )
 
     async def get(self, dataset_id: str) -> dict[str, Any] | None:
         return await get_record(self.redis, self.keys.dataset(dataset_id))
@@ -54,7 +82,41 @@ class DatasetStore:
     async def update(
         self, dataset_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
     ) -> dict[str, Any]:
-        return await update_record(self.redis, self.keys.dataset(dataset_id), change)
+        """Compare-and-set; raises RecordGone if the dataset was deleted."""
+
+        def index(record: dict[str, Any]) -> list[Op]:
+            if record["status"] == VALIDATING:
+                return []
+            return [("SREM", self.keys.validating_datasets, dataset_id)]
+
+        return await update_record(self.redis, self.keys.dataset(dataset_id), change, extra=index)
+
+    async def finish_validation(
+        self, dataset_id: str, records: Sequence[dict[str, Any]]
+    ) -> Literal["finished", "deleted", "already_final"]:
+        """Replace a `validating` dataset by its final record(s) (a split adds the
+        validation part), atomically. Nothing is written when the dataset was
+        deleted meanwhile, or another run already gave it its final state."""
+        key = self.keys.dataset(dataset_id)
+        primary, *others = records
+        while True:
+            raw = await self.redis.get(key)
+            current = loads(raw)
+            if raw is None or current is None:
+                return "deleted"
+            if current["status"] != VALIDATING:
+                return "already_final"
+            writes = [Write(key, raw, dumps(primary))]
+            writes += [Write(self.keys.dataset(o["id"]), ABSENT, dumps(o)) for o in others]
+            ops = self._index_ops(others)
+            ops.append(("SREM", self.keys.validating_datasets, dataset_id))
+            try:
+                await commit(self.redis, writes, ops)
+            except WriteConflict as conflict:
+                if conflict.key != key:
+                    raise
+                continue
+            return "finished"
 
     async def page(self, tenant: str, *, limit: int, after: str | None) -> Page:
         return await page_ids(
@@ -64,8 +126,24 @@ class DatasetStore:
     async def many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         return await get_records(self.redis, [self.keys.dataset(i) for i in ids])
 
-    async def delete(self, record: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.dataset(record["id"]))
-            pipe.zrem(self.keys.datasets_by_tenant(record["tenant"]), record["id"])
-            await pipe.execute()
+    async def validating_ids(self) -> set[str]:
+        return set(await self.redis.smembers(self.keys.validating_datasets))
+
+    async def delete(
+        self, dataset_id: str, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Leave a tombstone in the dataset's place; `check` may refuse on the current
+        record. Returns the deleted record; NotFound when there is none."""
+
+        def unindex(record: dict[str, Any]) -> list[Op]:
+            return [
+                ("ZREM", self.keys.datasets_by_tenant(record["tenant"]), dataset_id),
+                ("SREM", self.keys.validating_datasets, dataset_id),
+            ]
+
+        try:
+            return await delete_record(
+                self.redis, self.keys.dataset(dataset_id), check, ops=unindex
+            )
+        except RecordGone:
+            raise NotFound(f"No dataset {dataset_id} for this tenant") from None

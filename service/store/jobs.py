@@ -22,7 +22,9 @@ from service.domain.jobs import JobStatus, can_move, is_terminal
 from service.errors import BadRequest, NotFound
 from service.store.keys import Keys
 from service.store.records import (
+    Op,
     Page,
+    create_records,
     creation_score,
     dumps,
     get_record,
@@ -103,17 +105,17 @@ class JobStore:
 
     async def create(self, job: dict[str, Any]) -> None:
         first = transition_event(job["id"], None, job["status"], "Job accepted")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.job(job["id"]), dumps(job))
-            score = creation_score()
-            pipe.zadd(self.keys.jobs_by_tenant(job["tenant"]), {job["id"]: score})
-            pipe.zadd(self.keys.jobs_by_dataset(job["dataset_id"]), {job["id"]: score})
-            if job.get("validation_dataset_id"):
-                pipe.zadd(
-                    self.keys.jobs_by_dataset(job["validation_dataset_id"]), {job["id"]: score}
-                )
-            pipe.sadd(self.keys.active_jobs, job["id"])
-            await pipe.execute()
+        score = creation_score()
+        ops: list[Op] = [
+            ("ZADD", self.keys.jobs_by_tenant(job["tenant"]), score, job["id"]),
+            ("ZADD", self.keys.jobs_by_dataset(job["dataset_id"]), score, job["id"]),
+            ("SADD", self.keys.active_jobs, job["id"]),
+        ]
+        if job.get("validation_dataset_id"):
+            ops.append(
+                ("ZADD", self.keys.jobs_by_dataset(job["validation_dataset_id"]), score, job["id"])
+            )
+        await create_records(self.redis, [(self.keys.job(job["id"]), job)], ops)
         await self.append_events(job["id"], [first])
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
@@ -141,18 +143,21 @@ class JobStore:
     ) -> dict[str, Any]:
         """Atomic read-modify-write; keeps the active set and upstream index in step."""
 
-        def indexes(pipe: Any, job: dict[str, Any]) -> None:
+        def indexes(job: dict[str, Any]) -> list[Op]:
+            ops: list[Op] = []
             # A finished job stays "active" until its final webhook event exists, so the
             # reconciler revisits a job whose worker died between the two steps.
             if is_terminal(job["status"]) and final_event(job["status"]) in job.get(
                 "announced", []
             ):
-                pipe.srem(self.keys.active_jobs, job_id)
+                ops.append(("SREM", self.keys.active_jobs, job_id))
             if job.get("fine_tuned_model"):
-                pipe.sadd(self.keys.tenant_models(job["tenant"]), job["fine_tuned_model"])
+                models = self.keys.tenant_models(job["tenant"])
+                ops.append(("SADD", models, job["fine_tuned_model"]))
             upstream_id = (job.get("upstream") or {}).get("job_id")
             if upstream_id:
-                pipe.set(self.keys.job_by_upstream(upstream_id), job_id)
+                ops.append(("SET", self.keys.job_by_upstream(upstream_id), job_id))
+            return ops
 
         return await update_record(self.redis, self.keys.job(job_id), change, extra=indexes)
 

@@ -18,6 +18,11 @@ class Keys:
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
+    @property
+    def sweep_lock(self) -> str:
+        """Held for an hour by the process that last swept orphaned files."""
+        return f"{self.prefix}:sweep-lock"
+
     def ping(self, token: str) -> str:
         return f"{self.prefix}:ping:{token}"
 
@@ -27,6 +32,11 @@ class Keys:
 
     def datasets_by_tenant(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:datasets"
+
+    @property
+    def validating_datasets(self) -> str:
+        """Ids of datasets the worker still has to validate (what the reconciler walks)."""
+        return f"{self.prefix}:datasets:validating"
 
     # Jobs
     def job(self, job_id: str) -> str:
@@ -86,6 +96,17 @@ class Keys:
     @property
     def pending_deliveries(self) -> str:
         return f"{self.prefix}:deliveries:pending"
+
+    def tenant_job_webhook_secret(self, tenant: str) -> str:
+        """The tenant's signing secrets for jobs' own `webhook_url` deliveries."""
+        return f"{self.prefix}:tenant:{tenant}:job-webhook-secret"
+
+    # Per-tenant concurrency slots (service.store.slots)
+    def upload_slots(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:uploads"
+
+    def delivery_slots(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:delivering"
 
     # Idempotency and rate limits
     def idempotency(self, tenant: str, key: str) -> str:

@@ -1,9 +1,15 @@
-"""Shared Redis mechanics for JSON records: ids, timestamps, atomic updates, pages.
+"""Shared Redis mechanics for JSON records: ids, timestamps, conditional writes, pages.
 
 Each aggregate (dataset, job, webhook endpoint, delivery) is one JSON string
 under its own key, plus a per-tenant sorted set (score = creation time) that
-gives newest-first cursor pagination. Updates use WATCH/MULTI so the API and
-the worker can both change a record without losing each other's writes.
+gives newest-first cursor pagination.
+
+Every write is conditional and atomic (one Lua script, `commit`): a record is
+created only where no record and no tombstone exist, updated only if it still
+holds exactly the bytes the writer read, and deleted by replacing it with a
+tombstone that expires later. So a slow writer (a worker that read a dataset a
+minute ago) can never bring back a record that was deleted meanwhile, nor
+overwrite a change it did not see: its write fails and it re-reads.
 """
 
 from __future__ import annotations
@@ -12,18 +18,74 @@ import json
 import secrets
 import string
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.commands.core import AsyncScript
 
 from service.errors import BadRequest
 
 _ALPHABET = string.ascii_letters + string.digits
 MAX_UPDATE_ATTEMPTS = 50
+# A deleted record's key holds a tombstone this long, so writers that read the
+# record before it was deleted find out and stop.
+TOMBSTONE_SECONDS = 30 * 24 * 3600
+ABSENT = "\x00absent"
+
+# KEYS: the records' keys, then every other key the script touches.
+# ARGV: n, tombstone ttl, then per record (expected, mode, value), then the
+# number of size guards and per guard (key index, maximum), then the index
+# operations as (command, key index, argument count, arguments...).
+# A record's precondition: `expected` is the exact current value, or ABSENT
+# for "no record and no tombstone". A guard's: the sorted set holds fewer
+# than its maximum members. mode "set" writes value; "tomb" writes value as a
+# tombstone with an expiry. Returns 0; the 1-based position of the first record
+# whose precondition failed; or minus the position of the first failed guard.
+# Nothing is written unless every precondition holds.
+_COMMIT = """
+local n = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for i = 1, n do
+  local expected = ARGV[3 * i]
+  local current = redis.call('GET', KEYS[i])
+  if expected == '\\0absent' then
+    if current then return i end
+  elseif current ~= expected then
+    return i
+  end
+end
+local p = 3 * n + 3
+local guards = tonumber(ARGV[p])
+for g = 1, guards do
+  local key = KEYS[tonumber(ARGV[p + 2 * g - 1])]
+  if redis.call('ZCARD', key) >= tonumber(ARGV[p + 2 * g]) then return -g end
+end
+p = p + 2 * guards + 1
+for i = 1, n do
+  local mode = ARGV[3 * i + 1]
+  if mode == 'tomb' then
+    redis.call('SET', KEYS[i], ARGV[3 * i + 2], 'EX', ttl)
+  else
+    redis.call('SET', KEYS[i], ARGV[3 * i + 2])
+  end
+end
+while p <= #ARGV do
+  local argc = tonumber(ARGV[p + 2])
+  local call = {ARGV[p], KEYS[tonumber(ARGV[p + 1])]}
+  for j = 1, argc do call[#call + 1] = ARGV[p + 2 + j] end
+  redis.call(unpack(call))
+  p = p + 3 + argc
+end
+return 0
+"""
+
+
+# One registered script per client: EVALSHA sends the hash, not the source, each time.
+_commit_scripts: weakref.WeakKeyDictionary[Redis, AsyncScript] = weakref.WeakKeyDictionary()
 
 
 def new_id(prefix: str, length: int = 24) -> str:
@@ -46,10 +108,17 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 def loads(raw: str | None) -> dict[str, Any] | None:
+    """The record, or None when there is none (absent, or a tombstone)."""
     if raw is None:
         return None
     value = json.loads(raw)
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict) or value.get("tombstone"):
+        return None
+    return value
+
+
+def tombstone(record_id: str) -> str:
+    return dumps({"id": record_id, "tombstone": True, "deleted_at": now_iso()})
 
 
 async def get_record(redis: Redis, key: str) -> dict[str, Any] | None:
@@ -65,7 +134,91 @@ async def get_records(redis: Redis, keys: list[str]) -> list[dict[str, Any]]:
 
 
 class RecordGone(Exception):
-    """The record disappeared while being updated."""
+    """The record does not exist (any more): it was deleted, or never made."""
+
+
+class LimitReached(Exception):
+    """A size guard of a commit failed: the sorted set is full."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class WriteConflict(Exception):
+    """A conditional write found the record changed (or present) since it was read."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One record in a commit: `expected` is the raw value read (ABSENT: must not
+    exist); `value` the new JSON, written as a tombstone when `delete` is set."""
+
+    key: str
+    expected: str
+    value: str
+    delete: bool = False
+
+
+# An index operation committed with the records: (command, key, *arguments),
+# for example ("ZADD", index_key, score, member) or ("SREM", set_key, member).
+Op = tuple[str | int | float, ...]
+
+
+async def commit(
+    redis: Redis,
+    writes: Sequence[Write],
+    ops: Sequence[Op] = (),
+    *,
+    limits: Sequence[tuple[str, int]] = (),
+) -> None:
+    """Write every record and run every index operation, or nothing at all.
+
+    `limits` are (sorted set key, maximum): the commit happens only while each
+    set holds fewer members than its maximum (a per-tenant cap, say). Raises
+    WriteConflict naming the first record whose precondition failed, or
+    LimitReached naming the full set.
+    """
+    keys = [w.key for w in writes]
+
+    def slot(key: str) -> int:
+        if key not in keys:
+            keys.append(key)
+        return keys.index(key) + 1
+
+    argv: list[str | int | float] = [len(writes), TOMBSTONE_SECONDS]
+    for write in writes:
+        argv += [write.expected, "tomb" if write.delete else "set", write.value]
+    argv.append(len(limits))
+    for limited, maximum in limits:
+        argv += [slot(limited), maximum]
+    for command, key, *arguments in ops:
+        argv += [str(command), slot(str(key)), len(arguments), *arguments]
+    script = _commit_scripts.get(redis)
+    if script is None:
+        script = _commit_scripts[redis] = redis.register_script(_COMMIT)
+    failed = int(await script(keys=keys, args=[str(a) for a in argv]))
+    if failed > 0:
+        raise WriteConflict(writes[failed - 1].key)
+    if failed < 0:
+        raise LimitReached(limits[-failed - 1][0])
+
+
+async def create_records(
+    redis: Redis,
+    records: Sequence[tuple[str, dict[str, Any]]],
+    ops: Sequence[Op] = (),
+    *,
+    limits: Sequence[tuple[str, int]] = (),
+) -> None:
+    """Create new records (key, record): fails with WriteConflict if any key is taken,
+    by a live record or a tombstone, and with LimitReached past a guard."""
+    writes = [Write(key, ABSENT, dumps(record)) for key, record in records]
+    await commit(redis, writes, ops, limits=limits)
 
 
 async def update_record(
@@ -73,33 +226,54 @@ async def update_record(
     key: str,
     change: Callable[[dict[str, Any]], dict[str, Any] | None],
     *,
-    extra: Callable[[Any, dict[str, Any]], None] | None = None,
+    extra: Callable[[dict[str, Any]], Sequence[Op]] | None = None,
 ) -> dict[str, Any]:
-    """Apply `change` atomically; it returns the new record or None for "no change".
+    """Apply `change` to the current record; it returns the new record or None for
+    "no change". Compare-and-set: if the record changed meanwhile, `change` runs
+    again on the fresh one. Raises RecordGone when there is no record.
 
-    `extra(pipe, new_record)` may queue more commands in the same transaction
-    (index updates), so the record and its indexes never disagree.
+    `extra(new_record)` gives index operations committed with the record, so
+    the record and its indexes never disagree.
     """
     for _ in range(MAX_UPDATE_ATTEMPTS):
-        async with redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                current = loads(await pipe.get(key))
-                if current is None:
-                    raise RecordGone(key)
-                updated = change(dict(current))
-                if updated is None:
-                    await pipe.unwatch()
-                    return current
-                pipe.multi()
-                pipe.set(key, dumps(updated))
-                if extra is not None:
-                    extra(pipe, updated)
-                await pipe.execute()
-                return updated
-            except WatchError:
-                continue
+        raw = await redis.get(key)
+        current = loads(raw)
+        if raw is None or current is None:
+            raise RecordGone(key)
+        updated = change(dict(current))
+        if updated is None:
+            return current
+        try:
+            await commit(redis, [Write(key, raw, dumps(updated))], extra(updated) if extra else ())
+        except WriteConflict:
+            continue
+        return updated
     raise RuntimeError(f"could not update {key}: too much contention")
+
+
+async def delete_record(
+    redis: Redis,
+    key: str,
+    check: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    ops: Callable[[dict[str, Any]], Sequence[Op]] | None = None,
+) -> dict[str, Any]:
+    """Replace the record with a tombstone; `check` may refuse (raise) on the current
+    record. Returns the record as it was. Raises RecordGone when there is none."""
+    for _ in range(MAX_UPDATE_ATTEMPTS):
+        raw = await redis.get(key)
+        current = loads(raw)
+        if raw is None or current is None:
+            raise RecordGone(key)
+        if check is not None:
+            check(current)
+        write = Write(key, raw, tombstone(str(current.get("id", ""))), delete=True)
+        try:
+            await commit(redis, [write], ops(current) if ops else ())
+        except WriteConflict:
+            continue
+        return current
+    raise RuntimeError(f"could not delete {key}: too much contention")
 
 
 @dataclass(frozen=True, slots=True)

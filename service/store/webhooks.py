@@ -22,8 +22,12 @@ from redis.asyncio import Redis
 from service.errors import NotFound
 from service.store.keys import Keys
 from service.store.records import (
+    Op,
     Page,
+    RecordGone,
+    create_records,
     creation_score,
+    delete_record,
     dumps,
     get_record,
     get_records,
@@ -45,14 +49,16 @@ class WebhookStore:
         self.keys = keys
 
     # Endpoints
-    async def create_endpoint(self, endpoint: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.endpoint(endpoint["id"]), dumps(endpoint))
-            pipe.zadd(
-                self.keys.endpoints_by_tenant(endpoint["tenant"]),
-                {endpoint["id"]: creation_score()},
-            )
-            await pipe.execute()
+    async def create_endpoint(self, endpoint: dict[str, Any], *, max_per_tenant: int) -> None:
+        """Store a new endpoint unless the tenant already has `max_per_tenant`
+        (then LimitReached; checked and written atomically)."""
+        index = self.keys.endpoints_by_tenant(endpoint["tenant"])
+        await create_records(
+            self.redis,
+            [(self.keys.endpoint(endpoint["id"]), endpoint)],
+            [("ZADD", index, creation_score(), endpoint["id"])],
+            limits=[(index, max_per_tenant)],
+        )
 
     async def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
         return await get_record(self.redis, self.keys.endpoint(endpoint_id))
@@ -69,10 +75,15 @@ class WebhookStore:
         return await update_record(self.redis, self.keys.endpoint(endpoint_id), change)
 
     async def delete_endpoint(self, endpoint: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.endpoint(endpoint["id"]))
-            pipe.zrem(self.keys.endpoints_by_tenant(endpoint["tenant"]), endpoint["id"])
-            await pipe.execute()
+        index = self.keys.endpoints_by_tenant(endpoint["tenant"])
+        try:
+            await delete_record(
+                self.redis,
+                self.keys.endpoint(endpoint["id"]),
+                ops=lambda e: [("ZREM", index, e["id"])],
+            )
+        except RecordGone:
+            raise NotFound(f"No webhook endpoint {endpoint['id']} for this tenant") from None
 
     async def endpoint_page(self, tenant: str, *, limit: int, after: str | None) -> Page:
         return await page_ids(
@@ -85,6 +96,21 @@ class WebhookStore:
     async def tenant_endpoints(self, tenant: str) -> list[dict[str, Any]]:
         ids = await self.redis.zrange(self.keys.endpoints_by_tenant(tenant), 0, -1)
         return await self.endpoints(ids)
+
+    # The tenant's secret for jobs' own webhook_url deliveries
+    async def job_secret(self, tenant: str) -> dict[str, Any] | None:
+        return await get_record(self.redis, self.keys.tenant_job_webhook_secret(tenant))
+
+    async def create_job_secret(self, record: dict[str, Any]) -> None:
+        """WriteConflict when the tenant already has one."""
+        key = self.keys.tenant_job_webhook_secret(record["tenant"])
+        await create_records(self.redis, [(key, record)])
+
+    async def update_job_secret(
+        self, tenant: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """RecordGone when the tenant has none."""
+        return await update_record(self.redis, self.keys.tenant_job_webhook_secret(tenant), change)
 
     # Deliveries
     async def add_delivery(self, delivery: dict[str, Any]) -> bool:
@@ -114,11 +140,9 @@ class WebhookStore:
     async def update_delivery(
         self, delivery_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
     ) -> dict[str, Any]:
-        def index(pipe: Any, delivery: dict[str, Any]) -> None:
-            if delivery["state"] == "pending":
-                pipe.sadd(self.keys.pending_deliveries, delivery_id)
-            else:
-                pipe.srem(self.keys.pending_deliveries, delivery_id)
+        def index(delivery: dict[str, Any]) -> list[Op]:
+            command = "SADD" if delivery["state"] == "pending" else "SREM"
+            return [(command, self.keys.pending_deliveries, delivery_id)]
 
         return await update_record(self.redis, self.keys.delivery(delivery_id), change, extra=index)
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -71,8 +72,16 @@ def test_api_and_worker_processes_become_ready_and_stop_cleanly(env: dict[str, s
     [
         ("service", {"REDIS_URL": "http://localhost:6379"}, "REDIS_URL"),
         ("service", {"REDIS_URL": "redis://localhost:notaport"}, "REDIS_URL"),
-        ("service", {"WEBHOOK_SIGNING_SECRET": ""}, "WEBHOOK_SIGNING_SECRET"),
+        ("service", {"WEBHOOK_SIGNING_SECRET": "whsec_not*base64!"}, "WEBHOOK_SIGNING_SECRET"),
+        ("service", {"WEBHOOK_SIGNING_SECRET": "whsec_c2hvcnQ="}, "WEBHOOK_SIGNING_SECRET"),
+        ("service", {"OPENAI_WEBHOOK_SECRET": "not-whsec"}, "OPENAI_WEBHOOK_SECRET"),
         ("service", {"SERVICE_API_KEYS": ""}, "SERVICE_API_KEYS"),
+        ("service", {"SERVICE_API_KEYS": "a:short-key"}, "SERVICE_API_KEYS"),
+        (
+            "service",
+            {"SERVICE_API_KEYS": "a:same-key-0123456789,b:same-key-0123456789"},
+            "SERVICE_API_KEYS",
+        ),
         ("worker", {"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
         ("service", {"PORT": "99999"}, "PORT"),
     ],
@@ -99,3 +108,46 @@ def test_bad_configuration_stops_start_up_with_one_line_naming_the_variable(
     assert variable in lines[0]
     # The line names the variable, never a secret's value.
     assert env["SERVICE_API_KEYS"] not in lines[0]
+    for value in overrides.values():
+        assert "key" not in value or value.split(":")[-1] not in lines[0]
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            found[name.strip()] = value.strip()
+    return found
+
+
+def test_env_example_as_is_starts_the_api(env: dict[str, str]) -> None:
+    """`cp .env.example .env` must give a configuration that starts: blanks mean unset."""
+    example = _env_file(REPO / ".env.example")
+    assert "" in example.values()  # the point of the test: blank values are present
+    port = free_port()
+    proc_env = {k: v for k, v in os.environ.items() if k not in example and k not in env}
+    proc_env |= example | {"PORT": str(port), "REDIS_URL": env["REDIS_URL"]}
+    proc_env["DATA_DIR"] = env["DATA_DIR"]
+    api = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        cwd=REPO,
+        env=proc_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline and api.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
+                if status == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    finally:
+        _, output = _stop(api)
+    assert status == 200, output

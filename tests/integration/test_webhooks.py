@@ -9,7 +9,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import WEBHOOK_SECRET, auth
+from tests.conftest import auth
 from tests.integration.conftest import (
     SIMULATOR_WEBHOOK_SECRET,
     create_dataset,
@@ -49,6 +49,8 @@ async def test_job_success_arrives_once_signed_with_the_tuned_model(client, work
             "secret"
             not in (await client.get(f"/webhooks/{endpoint.json()['id']}", headers=auth())).json()
         )
+        job_secret = await client.post("/webhooks/job-secret", headers=auth())
+        assert job_secret.status_code == 201, job_secret.text
         dataset = await create_dataset(client)
         job = await start_job(client, dataset["id"], webhook_url=receiver.url + "?own=1")
         done = await wait_for_job(client, job["id"], {"succeeded"})
@@ -62,7 +64,7 @@ async def test_job_success_arrives_once_signed_with_the_tuned_model(client, work
     assert payload["data"]["fine_tuned_model"] == done["fine_tuned_model"]
     assert payload["data"]["id"] == job["id"]
     assert set(payload) == {"id", "type", "timestamp", "data"}
-    own_payload = verify(WEBHOOK_SECRET, own)
+    own_payload = verify(job_secret.json()["secret"], own)
     assert own_payload["id"] == payload["id"] == subscribed.headers["webhook-id"]
 
 

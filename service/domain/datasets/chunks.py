@@ -62,6 +62,16 @@ def _repeated_text_tokens_of(text: str, encoding: str) -> int:
     return tokens
 
 
+def too_deeply_nested(line: int) -> Issue:
+    return Issue(
+        line,
+        None,
+        codes.TOO_DEEPLY_NESTED,
+        f"Line {line} nests objects or arrays too deeply to be read; "
+        "a training example is a few levels deep.",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkContext:
     """Everything a worker needs besides the data; identical for every chunk of a file."""
@@ -97,6 +107,8 @@ class ChunkOutcome:
     """Per-example facts of the valid examples of one chunk, in order."""
 
     example_count: int = 0
+    # Non-blank lines that are not JSON at all: not examples, but not nothing either.
+    unparsed_count: int = 0
     lines: array[int] = field(default_factory=lambda: array("q"))
     tokens: array[int] = field(default_factory=lambda: array("q"))
     kinds: str = ""
@@ -201,6 +213,16 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
             )
         )
 
+    def take_guarded(value: object, line: int) -> None:
+        """`take`, turning a structure too deep to walk into an issue on its line."""
+        count, size, text_size = outcome.example_count, len(pending), len(texts)
+        try:
+            take(value, line)
+        except RecursionError:
+            del pending[size:], texts[text_size:], trained[text_size:]
+            outcome.example_count = count + 1
+            errors.add(too_deeply_nested(line))
+
     if isinstance(work, LinesChunk):
         try:
             text = work.data.decode("utf-8")
@@ -211,10 +233,11 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
             if not line_text.strip():
                 continue
             line = work.first_line + offset
+            # Lines that do not parse are not examples: `example_count` counts the rest.
             try:
                 value = _DECODER.decode(line_text)
             except json.JSONDecodeError as exc:
-                outcome.example_count += 1
+                outcome.unparsed_count += 1
                 errors.add(
                     Issue(
                         line,
@@ -225,17 +248,21 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
                     )
                 )
                 continue
+            except RecursionError:
+                outcome.unparsed_count += 1
+                errors.add(too_deeply_nested(line))
+                continue
             except ValueError as exc:
-                outcome.example_count += 1
+                outcome.unparsed_count += 1
                 errors.add(Issue(line, None, codes.INVALID_JSON, f"Line {line}: {exc}."))
                 continue
-            take(value, line)
+            take_guarded(value, line)
     else:
         outcome.example_count += work.rejected_count
         for issue in work.rejected:
             errors.add(issue)
         for line, value in work.records:
-            take(value, line)
+            take_guarded(value, line)
         errors.items.sort(key=lambda issue: issue.line or 0)
 
     lengths = encoded_lengths(texts, context.encoding, context.tokenizer_threads)

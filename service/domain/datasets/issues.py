@@ -14,6 +14,10 @@ from typing import Final
 
 # Errors: the dataset cannot be used until they are fixed.
 INVALID_JSON: Final = "invalid_json"
+TOO_DEEPLY_NESTED: Final = "too_deeply_nested"
+EMPTY_FILE: Final = "empty_file"
+VALIDATION_TIMEOUT: Final = "validation_timeout"
+VALIDATION_FAILED: Final = "validation_failed"
 DATA_TYPE: Final = "data_type"
 MISSING_MESSAGES_LIST: Final = "missing_messages_list"
 MESSAGE_MISSING_KEY: Final = "message_missing_key"

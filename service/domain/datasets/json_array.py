@@ -123,6 +123,16 @@ def _decode_element(window: _Window, element: int) -> tuple[object, int]:
     while True:
         try:
             value, end = _DECODER.raw_decode(window.text, window.pos)
+        except RecursionError:
+            raise JsonArrayError(
+                Issue(
+                    element,
+                    None,
+                    codes.TOO_DEEPLY_NESTED,
+                    f"Element {element} of the JSON array nests objects or arrays too deeply "
+                    "to be read; a training example is a few levels deep.",
+                )
+            ) from None
         except json.JSONDecodeError as exc:
             cut_short = exc.msg.startswith("Unterminated string") or (
                 exc.pos >= len(window.text) - _TRUNCATION_MARGIN

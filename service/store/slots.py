@@ -1,0 +1,43 @@
+"""Bounded concurrency across processes: a few slots per tenant, kept in Redis.
+
+A slot set is a sorted set of holder -> expiry time. Taking a slot first drops
+expired holders, so a process that died holding one gives it back on its own
+after `ttl` seconds; a live holder releases it explicitly. The clock is
+Redis's own, so API and worker hosts need not agree on the time.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+_TAKE = """
+local now = redis.call('TIME')
+local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', seconds)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], seconds + tonumber(ARGV[3]), ARGV[1])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], seconds + tonumber(ARGV[3]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
+return 1
+"""
+
+
+class Slots:
+    def __init__(self, redis: Redis, key: str, *, limit: int, ttl: float) -> None:
+        self.redis = redis
+        self.key = key
+        self.limit = limit
+        self.ttl = ttl
+        self._take = redis.register_script(_TAKE)
+
+    async def take(self, holder: str) -> bool:
+        """True when `holder` now has a slot (or already had one)."""
+        return bool(await self._take(keys=[self.key], args=[holder, self.limit, self.ttl]))
+
+    async def release(self, holder: str) -> None:
+        await self.redis.zrem(self.key, holder)
