@@ -89,6 +89,11 @@ def job_stack(
 
 
 def create_dataset(base: str) -> str:
+    """The bench tenant's dataset; also its job webhook secret, which jobs with a
+    `webhook_url` need (the receiver here counts deliveries, it does not verify)."""
+    secret = httpx.post(f"{base}/webhooks/job-secret", headers=AUTH, timeout=30)
+    if secret.status_code not in (201, 409):
+        secret.raise_for_status()
     response = httpx.post(
         f"{base}/datasets", headers=AUTH, json={"name": "bench", "examples": EXAMPLES}, timeout=30
     )

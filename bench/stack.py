@@ -31,7 +31,7 @@ SHARED_TIKTOKEN = REPO.parent / "shared" / "tiktoken"
 if SHARED_TIKTOKEN.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_TIKTOKEN))
 
-API_KEY = "bench-key"
+API_KEY = "bench-key-0123456789"
 TENANT = "bench"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"bench-signing-secret-0123456789").decode()
