@@ -18,7 +18,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.domain.tokens import UnknownModelError
-from service.errors import Unprocessable
+from service.errors import InvalidContent
 from service.ingest import IngestOptions, IngestReport, ingest_examples, ingest_file, split_dataset
 from service.resources import Resources
 from service.settings import Settings
@@ -103,7 +103,7 @@ async def run_ingest(
             )
         return await anyio.to_thread.run_sync(call)
     except UnknownModelError as exc:
-        raise Unprocessable(
+        raise InvalidContent(
             str(exc),
             code="unknown_model",
             extra={
@@ -118,7 +118,7 @@ def issues(items: list[Any]) -> list[dict[str, Any]]:
     return [{"line": i.line, "path": i.path, "code": i.code, "message": i.message} for i in items]
 
 
-def refuse_report(report: IngestReport) -> Unprocessable:
+def refuse_report(report: IngestReport) -> InvalidContent:
     first = report.errors[0] if report.errors else None
     where = ""
     if first is not None and first.line:
@@ -127,7 +127,7 @@ def refuse_report(report: IngestReport) -> Unprocessable:
         )
     elif first is not None:
         where = f" ({first.message})"
-    return Unprocessable(
+    return InvalidContent(
         f"The dataset has {report.error_total} problem(s){where}",
         code="invalid_dataset",
         extra={

@@ -1,7 +1,9 @@
-"""Domain errors.
+"""Domain errors: what went wrong, in the service's own words.
 
-Code below the HTTP edge raises these; one handler in `service.api.problems`
-turns them into RFC 9457 problem responses. Nothing here knows about Litestar.
+Code below the HTTP edge raises these and knows nothing of status codes;
+`service.api.problems` maps each kind to an RFC 9457 problem response in one
+table. The worker catches them by meaning (an invalid dataset, a missing
+record), never by status.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from typing import Any, ClassVar
 
 
 class ServiceError(Exception):
-    """Base of every error the API reports on purpose."""
+    """Base of every error the service reports on purpose.
 
-    status: ClassVar[int] = 400
-    title: ClassVar[str] = "Bad request"
+    `code` is the stable machine-readable reason; `extra` adds fields to the
+    problem document (for a dataset, `errors: [{line, path, code, message}]`);
+    `retry_after` says when trying again may help, in seconds.
+    """
+
     code: ClassVar[str] = "bad_request"
 
     def __init__(
@@ -21,92 +26,95 @@ class ServiceError(Exception):
         detail: str,
         *,
         extra: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         if code is not None:
             self.code = code  # type: ignore[misc]
         self.extra = extra or {}
-        self.headers = headers or {}
+        self.retry_after = retry_after
 
 
-class BadRequest(ServiceError):
-    pass
+class MalformedRequest(ServiceError):
+    """The request cannot be read as sent (a broken body, a bad field or cursor)."""
+
+    code = "bad_request"
 
 
-class Unauthorized(ServiceError):
-    status = 401
-    title = "Unauthorized"
+class Unauthenticated(ServiceError):
+    """No credentials, or credentials nobody issued."""
+
     code = "unauthorized"
 
-
-class Forbidden(ServiceError):
-    status = 403
-    title = "Forbidden"
-    code = "forbidden"
+    def __init__(self, detail: str, *, invalid_token: bool = False) -> None:
+        super().__init__(detail)
+        self.invalid_token = invalid_token
 
 
 class NotFound(ServiceError):
-    status = 404
-    title = "Not found"
+    """No such thing for this caller (also when it exists for another tenant)."""
+
     code = "not_found"
 
 
-class RequestTimeout(ServiceError):
-    """The caller sent its body too slowly (or stopped sending it)."""
+class TooSlow(ServiceError):
+    """The caller sent its request body too slowly, or stopped sending it."""
 
-    status = 408
-    title = "Request timeout"
     code = "request_timeout"
 
 
 class Conflict(ServiceError):
-    status = 409
-    title = "Conflict"
+    """The thing is in a state that forbids this action now."""
+
     code = "conflict"
 
 
-class PayloadTooLarge(ServiceError):
-    status = 413
-    title = "Payload too large"
+class TooLarge(ServiceError):
     code = "payload_too_large"
 
 
-class UnsupportedMediaType(ServiceError):
-    status = 415
-    title = "Unsupported media type"
+class UnsupportedFormat(ServiceError):
+    """The body is in a format this action does not take."""
+
     code = "unsupported_media_type"
 
 
-class Unprocessable(ServiceError):
-    status = 422
-    title = "Unprocessable content"
+class InvalidContent(ServiceError):
+    """Well-formed, but not acceptable (an invalid dataset, a model that cannot train)."""
+
     code = "invalid_input"
 
 
 class RateLimited(ServiceError):
-    status = 429
-    title = "Too many requests"
+    """Too much at once; `limit` is the budget when one applies."""
+
     code = "rate_limited"
 
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: float,
+        code: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(detail, code=code, retry_after=retry_after)
+        self.limit = limit
 
-class UpstreamError(ServiceError):
-    """The provider failed in a way the caller should see (mapped from SDK errors)."""
 
-    status = 502
-    title = "Bad gateway"
+class UpstreamFailed(ServiceError):
+    """The provider failed in a way the caller should see."""
+
     code = "upstream_error"
 
 
-class UpstreamTimeout(ServiceError):
-    status = 504
-    title = "Gateway timeout"
+class UpstreamTimedOut(ServiceError):
     code = "upstream_timeout"
 
 
-class ServiceUnavailable(ServiceError):
-    status = 503
-    title = "Service unavailable"
+class Unavailable(ServiceError):
+    """A dependency (Redis, a provider, its configuration) is not there right now."""
+
     code = "unavailable"

@@ -23,7 +23,7 @@ from typing import Any
 
 from litestar import Request, Response
 
-from service.errors import BadRequest, Conflict, Unprocessable
+from service.errors import Conflict, InvalidContent, MalformedRequest
 from service.resources import Resources
 
 HEADER = "idempotency-key"
@@ -56,7 +56,7 @@ def key_of(request: Request[Any, Any, Any]) -> str | None:
         return None
     value = value.strip()
     if not value or len(value) > MAX_KEY_LENGTH or not value.isprintable():
-        raise BadRequest(
+        raise MalformedRequest(
             f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters",
             code="invalid_idempotency_key",
         )
@@ -81,7 +81,7 @@ async def run_once(
     if not claimed:
         stored = json.loads(await resources.redis.get(redis_key) or "{}")
         if stored.get("fingerprint") != body_fingerprint:
-            raise Unprocessable(
+            raise InvalidContent(
                 "This Idempotency-Key was used with a different request body",
                 code="idempotency_key_reused",
             )
@@ -89,7 +89,7 @@ async def run_once(
             raise Conflict(
                 "A request with this Idempotency-Key is still being processed; retry shortly",
                 code="idempotency_in_progress",
-                headers={"Retry-After": "1"},
+                retry_after=1,
             )
         return Response(
             stored["body"],

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from service.errors import Unprocessable
+from service.errors import InvalidContent
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -33,7 +33,7 @@ _ALWAYS_REFUSED = (
 )
 
 
-class UnsafeTarget(Unprocessable):
+class UnsafeTarget(InvalidContent):
     code = "unsafe_webhook_url"
 
 

@@ -31,10 +31,6 @@ async def spend(resources: Resources, tenant: str) -> None:
         reset = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
         raise RateLimited(
             f"This tenant may send {limit} requests per minute; retry in {reset} s",
-            headers={
-                "Retry-After": str(reset),
-                "RateLimit-Limit": str(limit),
-                "RateLimit-Remaining": "0",
-                "RateLimit-Reset": str(reset),
-            },
+            retry_after=reset,
+            limit=limit,
         )

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from service import tasks
 from service.domain.tokens import preload_encodings
-from service.errors import ServiceUnavailable
+from service.errors import Unavailable
 from service.providers import Provider, build_provider
 from service.settings import Settings
 from service.store.blobs import LocalBlobStore
@@ -50,9 +50,7 @@ class Resources:
 
     def require_provider(self) -> Provider:
         if self.provider is None:
-            raise ServiceUnavailable(
-                "No provider is configured (set OPENAI_API_KEY)", code="no_provider"
-            )
+            raise Unavailable("No provider is configured (set OPENAI_API_KEY)", code="no_provider")
         return self.provider
 
 

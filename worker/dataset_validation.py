@@ -29,7 +29,7 @@ from service.datasets import (
     run_ingest,
 )
 from service.domain.datasets import issues as codes
-from service.errors import Unprocessable
+from service.errors import InvalidContent
 from service.resources import Resources
 from service.store.datasets import VALIDATING, DatasetStore
 from service.store.records import RecordGone, now_iso
@@ -119,7 +119,7 @@ async def _validate(
                 filename=record.get("filename"),
                 dataset_id=dataset_id,
             )
-        except Unprocessable as refused:
+        except InvalidContent as refused:
             found = refused.extra.get("errors", [])
             return await _mark_invalid(resources, store, dataset_id, found, refused.detail)
     records[0]["created_at"] = record["created_at"]

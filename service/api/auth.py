@@ -12,14 +12,13 @@ from typing import Any
 from litestar import Request
 from litestar.di import NamedDependency
 
-from service.errors import Unauthorized
+from service.errors import Unauthenticated
 from service.rate_limit import spend
 from service.resources import Resources
 
 LOCAL_TENANT = "local"
 # The caller's tenant id, injected into every handler that declares `tenant: Tenant`.
 Tenant = NamedDependency[str]
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="finetune-service"'}
 
 
 def tenant_for_key(api_keys: dict[str, str], presented: str) -> str | None:
@@ -39,12 +38,9 @@ async def provide_tenant(request: Request[Any, Any, Any]) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
-        raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'", headers=_CHALLENGE)
+        raise Unauthenticated("Send your API key as 'Authorization: Bearer <key>'")
     tenant = tenant_for_key(resources.settings.api_keys, credentials.strip())
     if tenant is None:
-        raise Unauthorized(
-            "The API key is not valid",
-            headers={"WWW-Authenticate": 'Bearer realm="finetune-service", error="invalid_token"'},
-        )
+        raise Unauthenticated("The API key is not valid", invalid_token=True)
     await spend(resources, tenant)
     return tenant

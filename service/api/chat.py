@@ -21,15 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.api.auth import Tenant
 from service.api.openapi_docs import ChatCompletionOperation, example_body
-from service.api.problems import problems
+from service.api.problems import problems, status_of
 from service.errors import (
-    BadRequest,
     Conflict,
+    MalformedRequest,
     NotFound,
     RateLimited,
     ServiceError,
-    UpstreamError,
-    UpstreamTimeout,
+    UpstreamFailed,
+    UpstreamTimedOut,
 )
 from service.providers.base import Provider, ProviderError
 from service.resources import Resources
@@ -156,12 +156,11 @@ class CompareResponse(BaseModel):
 def upstream_to_service_error(exc: ProviderError) -> ServiceError:
     """Provider failures as the caller should see them."""
     if exc.timeout:
-        return UpstreamTimeout("The provider did not answer in time")
+        return UpstreamTimedOut("The provider did not answer in time")
     if exc.status == 429:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after or 1)))}
         return RateLimited(
             f"The provider is rate limiting: {exc.message}",
-            headers=headers,
+            retry_after=max(1, round(exc.retry_after or 1)),
             code="upstream_rate_limited",
         )
     if exc.status == 404:
@@ -169,8 +168,8 @@ def upstream_to_service_error(exc: ProviderError) -> ServiceError:
             f"The provider does not know this model: {exc.message}", code="model_not_found"
         )
     if exc.status is None or exc.status >= 500:
-        return UpstreamError(f"The provider failed: {exc.message}")
-    return BadRequest(
+        return UpstreamFailed(f"The provider failed: {exc.message}")
+    return MalformedRequest(
         f"The provider refused the request: {exc.message}",
         code="upstream_rejected",
         extra={"upstream_code": exc.code, "param": exc.param},
@@ -314,7 +313,11 @@ class ChatController(Controller):
                     usage=None,
                     latency_ms=round((time.perf_counter() - started) * 1000, 1),
                     finish_reason=None,
-                    error={"status": mapped.status, "code": mapped.code, "message": mapped.detail},
+                    error={
+                        "status": status_of(mapped)[0],
+                        "code": mapped.code,
+                        "message": mapped.detail,
+                    },
                 )
             choice = (completion.get("choices") or [{}])[0]
             usage = completion.get("usage")

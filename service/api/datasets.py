@@ -39,7 +39,7 @@ from service.datasets import (
     run_ingest,
 )
 from service.domain.jobs import is_terminal
-from service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RateLimited
+from service.errors import Conflict, MalformedRequest, NotFound, RateLimited, TooLarge
 from service.idempotency import Outcome, fingerprint, run_once
 from service.resources import Resources
 from service.store.datasets import DatasetStore
@@ -155,7 +155,7 @@ def _form_request(fields: dict[str, str], resources: Resources) -> DatasetReques
     except ValidationError as exc:
         first = exc.errors()[0]
         field_name = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(
+        raise MalformedRequest(
             f"{field_name}: {first['msg']}",
             code="invalid_field",
             extra={
@@ -191,7 +191,7 @@ class DatasetController(Controller):
                 f"This tenant already has {settings.upload_concurrency_per_tenant} uploads in "
                 "progress; wait for one to finish",
                 code="too_many_uploads",
-                headers={"Retry-After": "5"},
+                retry_after=5,
             )
         try:
             return await self._receive_within_slot(request, resources, tenant, dry_run=dry_run)
@@ -218,7 +218,7 @@ class DatasetController(Controller):
                 async for chunk in request.stream():
                     raw += chunk
                     if len(raw) > settings.sync_validation_max_bytes:
-                        raise PayloadTooLarge(
+                        raise TooLarge(
                             "JSON datasets are limited to "
                             f"{settings.sync_validation_max_bytes} bytes; upload a file instead"
                         )
@@ -227,7 +227,9 @@ class DatasetController(Controller):
                 except ValidationError as exc:
                     first = exc.errors()[0]
                     where = ".".join(str(p) for p in first["loc"])
-                    raise BadRequest(f"{where}: {first['msg']}", code="invalid_body") from None
+                    raise MalformedRequest(
+                        f"{where}: {first['msg']}", code="invalid_body"
+                    ) from None
                 form = DatasetRequest(
                     name=body.name,
                     model=body.model,

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from redis.exceptions import RedisError
 
 from service.api.problems import problems
-from service.errors import ServiceUnavailable
+from service.errors import Unavailable
 from service.resources import Resources
 
 
@@ -53,14 +53,14 @@ class HealthController(Controller):
             await resources.redis.ping()
             workers = await live_workers(resources)
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable(
+            raise Unavailable(
                 f"Redis is unreachable ({type(exc).__name__})",
                 code="redis_unavailable",
                 extra={"redis": "down", "workers": None},
             ) from None
         if workers == 0:
             ttl = resources.settings.worker_heartbeat_ttl_seconds
-            raise ServiceUnavailable(
+            raise Unavailable(
                 f"No worker heartbeat in the last {ttl:g} seconds",
                 code="no_worker",
                 extra={"redis": "ok", "workers": 0},

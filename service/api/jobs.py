@@ -28,7 +28,7 @@ from service.domain.jobs import (
     check_suffix,
     is_terminal,
 )
-from service.errors import Conflict, Unprocessable
+from service.errors import Conflict, InvalidContent
 from service.idempotency import Outcome, fingerprint, run_once
 from service.outbound_guard import check_webhook_url
 from service.resources import Resources
@@ -130,17 +130,17 @@ class Checkpoint(BaseModel):
 def upstream_method(body: JobCreate, kind: str) -> dict[str, Any]:
     """Our request -> the provider's `method` object (the legacy form folds in)."""
     if body.method is not None and body.hyperparameters is not None:
-        raise Unprocessable("Give either method or hyperparameters, not both")
+        raise InvalidContent("Give either method or hyperparameters, not both")
     method = body.method or Method(hyperparameters=body.hyperparameters or Hyperparameters())
     wanted = "dpo" if kind == "preference" else "supervised"
     if method.type != wanted:
-        raise Unprocessable(
+        raise InvalidContent(
             f"A {kind} dataset trains with method {wanted!r}, not {method.type!r}",
             code="method_mismatch",
         )
     hyper = method.hyperparameters.model_dump(exclude_none=True)
     if method.type == "supervised" and "beta" in hyper:
-        raise Unprocessable("beta applies to DPO only", code="invalid_hyperparameters")
+        raise InvalidContent("beta applies to DPO only", code="invalid_hyperparameters")
     return {"type": method.type, method.type: {"hyperparameters": hyper}}
 
 
@@ -190,11 +190,11 @@ class JobController(Controller):
                         code="dataset_not_ready",
                     )
                 if validation.get("kind") != dataset.get("kind"):
-                    raise Unprocessable(
+                    raise InvalidContent(
                         "The validation dataset is of another kind than the training one"
                     )
             if data.model not in settings.fine_tunable_models:
-                raise Unprocessable(
+                raise InvalidContent(
                     f"Model {data.model!r} cannot be fine-tuned here; choose one of: "
                     + ", ".join(settings.fine_tunable_models),
                     code="model_not_fine_tunable",

@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from service.errors import RequestTimeout
+from service.errors import TooSlow
 from service.logs import request_id_var
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def body_pacing_middleware(
     The body must arrive within `total_seconds` of its first read, no gap between
     chunks may exceed `idle_seconds`, and after `grace_seconds` (a slow start:
     TCP ramp-up, a busy client) the average rate must stay above
-    `min_bytes_per_second`. Breaking a rule raises RequestTimeout
+    `min_bytes_per_second`. Breaking a rule raises TooSlow
     (408) inside the app, where the read happens, so the handler stops, its
     scratch files go and nothing is stored.
     """
@@ -111,14 +111,12 @@ def body_pacing_middleware(
                 started = now
             remaining = started + total_seconds - now
             if remaining <= 0:
-                raise RequestTimeout(
-                    f"The request body took longer than {total_seconds:g} s to arrive"
-                )
+                raise TooSlow(f"The request body took longer than {total_seconds:g} s to arrive")
             try:
                 async with asyncio.timeout(min(idle_seconds, remaining)):
                     message = await receive()
             except TimeoutError:
-                raise RequestTimeout(
+                raise TooSlow(
                     f"The request body stalled (nothing for {idle_seconds:g} s)"
                     if idle_seconds <= remaining
                     else f"The request body took longer than {total_seconds:g} s to arrive"
@@ -132,7 +130,7 @@ def body_pacing_middleware(
                     and elapsed > grace_seconds
                     and received < min_bytes_per_second * elapsed
                 ):
-                    raise RequestTimeout(
+                    raise TooSlow(
                         f"The request body arrives at {received / elapsed:.0f} bytes/s; "
                         f"this service needs at least {min_bytes_per_second} bytes/s"
                     )

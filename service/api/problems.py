@@ -10,6 +10,7 @@ answers 500 without leaking internals. All of them leave as
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -21,7 +22,21 @@ from litestar.openapi.spec import Example
 from litestar.types import ExceptionHandlersMap
 from redis.exceptions import RedisError
 
-from service.errors import ServiceError
+from service.errors import (
+    Conflict,
+    InvalidContent,
+    MalformedRequest,
+    NotFound,
+    RateLimited,
+    ServiceError,
+    TooLarge,
+    TooSlow,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedFormat,
+    UpstreamFailed,
+    UpstreamTimedOut,
+)
 from service.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -81,14 +96,55 @@ def problem_response(
     )
 
 
+# Each kind of domain error, as HTTP says it: one table for the whole API.
+_STATUS: dict[type[ServiceError], tuple[int, str]] = {
+    MalformedRequest: (400, "Bad request"),
+    Unauthenticated: (401, "Unauthorized"),
+    NotFound: (404, "Not found"),
+    TooSlow: (408, "Request timeout"),
+    Conflict: (409, "Conflict"),
+    TooLarge: (413, "Payload too large"),
+    UnsupportedFormat: (415, "Unsupported media type"),
+    InvalidContent: (422, "Unprocessable content"),
+    RateLimited: (429, "Too many requests"),
+    UpstreamFailed: (502, "Bad gateway"),
+    Unavailable: (503, "Service unavailable"),
+    UpstreamTimedOut: (504, "Gateway timeout"),
+}
+_REALM = 'Bearer realm="finetune-service"'
+
+
+def status_of(error: ServiceError) -> tuple[int, str]:
+    for kind in type(error).__mro__:
+        if kind in _STATUS:
+            return _STATUS[kind]
+    return 400, "Bad request"
+
+
+def _headers_of(error: ServiceError) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if isinstance(error, RateLimited) and error.limit is not None:
+        headers["RateLimit-Limit"] = str(error.limit)
+        headers["RateLimit-Remaining"] = "0"
+        headers["RateLimit-Reset"] = headers["Retry-After"]
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = (
+            f'{_REALM}, error="invalid_token"' if error.invalid_token else _REALM
+        )
+    return headers
+
+
 def _service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, Any]]:
+    status, title = status_of(exc)
     return problem_response(
-        exc.status,
+        status,
         code=exc.code,
-        title=exc.title,
+        title=title,
         detail=exc.detail,
         extra=exc.extra,
-        headers=exc.headers,
+        headers=_headers_of(exc),
     )
 
 

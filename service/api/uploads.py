@@ -16,7 +16,7 @@ from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.errors import MalformedRequest, ServiceError, TooLarge, UnsupportedFormat
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
@@ -49,12 +49,10 @@ class _Part:
 def boundary_of(content_type: str) -> bytes:
     media, params = parse_options_header(content_type)
     if media != b"multipart/form-data":
-        raise UnsupportedMediaType(
-            "Send multipart/form-data with a 'file' part, or application/json"
-        )
+        raise UnsupportedFormat("Send multipart/form-data with a 'file' part, or application/json")
     boundary = params.get(b"boundary")
     if not boundary:
-        raise BadRequest("multipart/form-data without a boundary", code="invalid_multipart")
+        raise MalformedRequest("multipart/form-data without a boundary", code="invalid_multipart")
     return boundary
 
 
@@ -92,9 +90,11 @@ async def receive_upload(
         part.name = params.get(b"name", b"").decode("utf-8", "replace")
         if b"filename" in params or part.name == "file":
             if part.name != "file":
-                raise BadRequest(f"Unexpected file part {part.name!r}; send the dataset as 'file'")
+                raise MalformedRequest(
+                    f"Unexpected file part {part.name!r}; send the dataset as 'file'"
+                )
             if saw_file:
-                raise BadRequest("Send exactly one 'file' part")
+                raise MalformedRequest("Send exactly one 'file' part")
             saw_file = True
             part.is_file = True
             result.filename = params.get(b"filename", b"upload").decode("utf-8", "replace")[:255]
@@ -108,7 +108,9 @@ async def receive_upload(
             return
         part.value += data[start:end]
         if len(part.value) > MAX_FIELD_BYTES:
-            raise BadRequest(f"Form field {part.name!r} is longer than {MAX_FIELD_BYTES} bytes")
+            raise MalformedRequest(
+                f"Form field {part.name!r} is longer than {MAX_FIELD_BYTES} bytes"
+            )
 
     def on_part_end() -> None:
         nonlocal handle
@@ -118,11 +120,11 @@ async def receive_upload(
                 handle = None
             return
         if len(result.fields) >= MAX_FIELDS:
-            raise BadRequest("Too many form fields")
+            raise MalformedRequest("Too many form fields")
         try:
             result.fields[part.name] = bytes(part.value).decode("utf-8")
         except UnicodeDecodeError:
-            raise BadRequest(f"Form field {part.name!r} is not UTF-8 text") from None
+            raise MalformedRequest(f"Form field {part.name!r} is not UTF-8 text") from None
 
     def on_end() -> None:
         nonlocal ended
@@ -146,7 +148,7 @@ async def receive_upload(
         async for chunk in stream:
             received += len(chunk)
             if received > max_bytes:
-                raise PayloadTooLarge(
+                raise TooLarge(
                     f"The upload is larger than the {max_bytes} bytes this service accepts",
                     extra={"limit_bytes": max_bytes},
                 )
@@ -155,19 +157,21 @@ async def receive_upload(
     except ServiceError:
         raise
     except Exception as exc:  # python-multipart raises several unrelated types
-        raise BadRequest(f"Malformed multipart body: {exc}", code="invalid_multipart") from None
+        raise MalformedRequest(
+            f"Malformed multipart body: {exc}", code="invalid_multipart"
+        ) from None
     finally:
         if handle is not None:
             handle.close()
     if not ended:
         # A body cut short (a dropped connection, a proxy limit) parses as a shorter
         # file; only the closing boundary proves that everything arrived.
-        raise BadRequest(
+        raise MalformedRequest(
             "The upload ended before the multipart body's closing boundary, so the file "
             "may be incomplete; nothing was stored. Send it again.",
             code="incomplete_upload",
         )
     if not saw_file:
-        raise BadRequest("The form has no 'file' part", code="missing_file")
+        raise MalformedRequest("The form has no 'file' part", code="missing_file")
     result.sha256 = file_hash.hexdigest()
     return result

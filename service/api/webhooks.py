@@ -21,7 +21,7 @@ from service.api.openapi_docs import OpenAIWebhookOperation, example_body
 from service.api.pagination import MAX_LIMIT, ListResponse, walk_newest_first
 from service.api.problems import problems
 from service.domain.webhook_signing import new_secret, rotated
-from service.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from service.errors import Conflict, MalformedRequest, NotFound, Unavailable
 from service.idempotency import Outcome, fingerprint, run_once
 from service.notifications import PING_TYPE, new_delivery
 from service.outbound_guard import check_webhook_url
@@ -548,18 +548,18 @@ class WebhookController(Controller):
         resources: Resources = state.resources
         verifier = resources.openai_webhooks
         if verifier is None:
-            raise ServiceUnavailable(
+            raise Unavailable(
                 "OPENAI_WEBHOOK_SECRET is not configured", code="webhooks_not_configured"
             )
         body = await request.body()
         try:
             event = verifier.webhooks.unwrap(body, dict(request.headers))
         except openai.InvalidWebhookSignatureError as exc:
-            raise BadRequest(
+            raise MalformedRequest(
                 f"Webhook signature is not valid: {exc}", code="invalid_signature"
             ) from None
         except ValueError as exc:
-            raise BadRequest(
+            raise MalformedRequest(
                 f"Webhook body is not a valid event: {exc}", code="invalid_event"
             ) from None
         upstream_id = getattr(getattr(event, "data", None), "id", None)

@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from service.errors import Conflict, Unprocessable
+from service.errors import Conflict, InvalidContent
 
 
 class JobStatus(StrEnum):
@@ -73,7 +73,7 @@ def check_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
     if metadata is None:
         return {}
     if len(metadata) > MAX_METADATA_PAIRS:
-        raise Unprocessable(
+        raise InvalidContent(
             f"metadata may hold at most {MAX_METADATA_PAIRS} pairs (got {len(metadata)})",
             extra={
                 "errors": [{"path": "metadata", "code": "too_many", "message": "too many pairs"}]
@@ -82,11 +82,11 @@ def check_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
     clean: dict[str, str] = {}
     for key, value in metadata.items():
         if key == METADATA_JOB_KEY:
-            raise Unprocessable(f"metadata key {METADATA_JOB_KEY!r} is reserved for the service")
+            raise InvalidContent(f"metadata key {METADATA_JOB_KEY!r} is reserved for the service")
         if not key or len(key) > MAX_METADATA_KEY:
-            raise Unprocessable(f"metadata keys must be 1-{MAX_METADATA_KEY} characters")
+            raise InvalidContent(f"metadata keys must be 1-{MAX_METADATA_KEY} characters")
         if not isinstance(value, str) or len(value) > MAX_METADATA_VALUE:
-            raise Unprocessable(
+            raise InvalidContent(
                 f"metadata[{key}] must be a string of at most {MAX_METADATA_VALUE} characters"
             )
         clean[key] = value
@@ -97,7 +97,7 @@ def check_suffix(suffix: str | None) -> str | None:
     if suffix is None:
         return None
     if not SUFFIX_PATTERN.match(suffix):
-        raise Unprocessable(
+        raise InvalidContent(
             "suffix must be 1-64 characters of letters, digits, '-' or '_' "
             "(Azure refuses periods, so they are refused everywhere)"
         )

@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.domain.jobs import JobStatus, can_move, is_terminal
-from service.errors import BadRequest, NotFound
+from service.errors import MalformedRequest, NotFound
 from service.store.keys import Keys
 from service.store.records import (
     Op,
@@ -219,7 +219,7 @@ class JobStore:
         else:
             position = await self.redis.hget(self.keys.job_event_ids(job_id), after)
             if position is None:
-                raise BadRequest(
+                raise MalformedRequest(
                     f"after: {after!r} is not an event of this job", code="invalid_cursor"
                 )
             end = int(position) - 1

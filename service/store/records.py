@@ -27,7 +27,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from service.errors import BadRequest
+from service.errors import MalformedRequest
 
 _ALPHABET = string.ascii_letters + string.digits
 MAX_UPDATE_ATTEMPTS = 50
@@ -289,7 +289,9 @@ async def page_ids(redis: Redis, index_key: str, *, limit: int, after: str | Non
     else:
         rank = await redis.zrevrank(index_key, after)
         if rank is None:
-            raise BadRequest(f"after: {after!r} is not an id in this list", code="invalid_cursor")
+            raise MalformedRequest(
+                f"after: {after!r} is not an id in this list", code="invalid_cursor"
+            )
         start = int(rank) + 1
     ids = await redis.zrevrange(index_key, start, start + limit)
     return Page(ids=list(ids[:limit]), has_more=len(ids) > limit)
