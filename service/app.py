@@ -18,16 +18,19 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from service import __version__
-from service.api.auth import provide_tenant
+from service.api.auth import provide_resources, provide_tenant
 from service.api.chat import ChatController
 from service.api.datasets import DatasetController
 from service.api.health import HealthController
 from service.api.jobs import JobController
 from service.api.middleware import body_pacing_middleware, request_id_middleware
+from service.api.models import ModelController
 from service.api.problems import exception_handlers
 from service.api.webhooks import WebhookController
-from service.logs import register_secrets
-from service.resources import ingest_pool, open_resources, sweep_at_start
+from service.datasets.removal import sweep_at_start
+from service.logs import register_settings_secrets
+from service.providers.base import ProviderError
+from service.resources import ingest_pool, open_resources
 from service.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -60,25 +63,12 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="Datasets", description="Upload, validate, convert and price training data"),
             Tag(name="Jobs", description="Fine-tuning jobs and what happened to them"),
             Tag(name="Chat", description="Talk to tuned and base models"),
+            Tag(name="Models", description="What can be trained where, and your tuned models"),
             Tag(name="Webhooks", description="Signed notifications about jobs"),
             Tag(name="Health", description="Liveness and readiness"),
         ],
         render_plugins=[SwaggerRenderPlugin()],
         path="/docs",
-    )
-
-
-def register_settings_secrets(settings: Settings) -> None:
-    """Every secret in the settings, masked in all log lines from here on."""
-    register_secrets(
-        *(key for key in settings.api_keys),
-        settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
-        settings.webhook_signing_secret.get_secret_value()
-        if settings.webhook_signing_secret
-        else None,
-        settings.openai_webhook_secret.get_secret_value()
-        if settings.openai_webhook_secret
-        else None,
     )
 
 
@@ -93,6 +83,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             resources = await stack.enter_async_context(open_resources(settings, executor=executor))
             app.state.resources = resources
             await sweep_at_start(resources)
+            try:
+                await resources.providers.learn_models()
+            except ProviderError as exc:  # a provider that is down is asked again later
+                logger.warning(
+                    "could not ask providers about their models", extra={"error": exc.message}
+                )
             if settings.auth_disabled:
                 logger.warning(
                     "AUTH IS DISABLED: every request is served as tenant 'local'; "
@@ -106,10 +102,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DatasetController,
             JobController,
             ChatController,
+            ModelController,
             WebhookController,
         ],
         lifespan=[lifespan],
-        dependencies={"tenant": Provide(provide_tenant)},
+        dependencies={
+            "tenant": Provide(provide_tenant),
+            "resources": Provide(provide_resources, sync_to_thread=False),
+        },
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_json_body_bytes,

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 log_context_var: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
@@ -108,3 +111,17 @@ def log_context(**values: Any) -> Iterator[None]:
         yield
     finally:
         log_context_var.reset(token)
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Every secret in the settings, masked in all log lines from here on."""
+    register_secrets(
+        *(key for key in settings.api_keys),
+        settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        settings.webhook_signing_secret.get_secret_value()
+        if settings.webhook_signing_secret
+        else None,
+        settings.openai_webhook_secret.get_secret_value()
+        if settings.openai_webhook_secret
+        else None,
+    )

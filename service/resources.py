@@ -1,8 +1,9 @@
-"""Long-lived resources one process owns: Redis clients, HTTP clients, pools.
+"""Long-lived resources one process owns: Redis clients, stores, providers, pools.
 
 The API's lifespan and the worker's startup both build a `Resources` with
-`open_resources`, so the two processes talk to Redis and the provider the same
-way, and close everything on the way out.
+`open_resources`, so the two processes talk to Redis and the providers the
+same way, and close everything on the way out. Stores are made once here;
+use cases take what they need from it.
 """
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import httpx
-import openai
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import RedisError
 
 from service import tasks
 from service.domain.tokens import preload_encodings
-from service.errors import Unavailable
-from service.providers import Provider, build_provider
+from service.providers.registry import ProviderRegistry
 from service.settings import Settings
 from service.store.blobs import LocalBlobStore
+from service.store.datasets import DatasetStore
+from service.store.jobs import JobStore
 from service.store.keys import Keys
+from service.store.requests import RequestStore
+from service.store.webhooks import WebhookStore
+from service.store.workers import WorkerStore
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +43,21 @@ class Resources:
     keys: Keys
     redis: Redis
     queue: ArqRedis
-    http: httpx.AsyncClient
-    provider: Provider | None
+    providers: ProviderRegistry
     blobs: LocalBlobStore
-    # Verifies OpenAI's own webhooks (only when OPENAI_WEBHOOK_SECRET is set).
-    openai_webhooks: openai.AsyncOpenAI | None = None
     executor: Executor | None = None
+    datasets: DatasetStore = field(init=False)
+    jobs: JobStore = field(init=False)
+    webhooks: WebhookStore = field(init=False)
+    workers: WorkerStore = field(init=False)
+    requests: RequestStore = field(init=False)
 
-    def require_provider(self) -> Provider:
-        if self.provider is None:
-            raise Unavailable("No provider is configured (set OPENAI_API_KEY)", code="no_provider")
-        return self.provider
+    def __post_init__(self) -> None:
+        self.datasets = DatasetStore(self.redis, self.keys)
+        self.jobs = JobStore(self.redis, self.keys)
+        self.webhooks = WebhookStore(self.redis, self.keys)
+        self.workers = WorkerStore(self.redis, self.keys)
+        self.requests = RequestStore(self.redis, self.keys)
 
 
 def redis_client(settings: Settings) -> Redis:
@@ -90,18 +96,8 @@ async def open_resources(
         queue = queue_client(settings)
         # The pool was passed in explicitly, so closing the client alone would leak it.
         stack.push_async_callback(queue.aclose, close_connection_pool=True)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(15.0), follow_redirects=False)
-        stack.push_async_callback(http.aclose)
-        provider = build_provider(settings)
-        if provider is not None:
-            stack.push_async_callback(provider.aclose)
-        openai_webhooks = None
-        if settings.openai_webhook_secret is not None:
-            openai_webhooks = openai.AsyncOpenAI(
-                api_key="verification-only",
-                webhook_secret=settings.openai_webhook_secret.get_secret_value(),
-            )
-            stack.push_async_callback(openai_webhooks.close)
+        providers = ProviderRegistry.from_settings(settings)
+        stack.push_async_callback(providers.aclose)
         blobs = LocalBlobStore(settings.data_dir)
         blobs.ensure()
         yield Resources(
@@ -109,10 +105,8 @@ async def open_resources(
             keys=Keys(settings.key_prefix),
             redis=redis,
             queue=queue,
-            http=http,
-            provider=provider,
+            providers=providers,
             blobs=blobs,
-            openai_webhooks=openai_webhooks,
             executor=executor,
         )
 
@@ -133,13 +127,3 @@ def ingest_pool() -> Iterator[ProcessPoolExecutor]:
         yield executor
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-
-
-async def sweep_at_start(resources: Resources) -> None:
-    """Remove dataset files a killed process left behind; never blocks start-up."""
-    from service.datasets import sweep_orphan_files  # the dataset glue imports Resources
-
-    try:
-        await sweep_orphan_files(resources)
-    except (RedisError, OSError) as exc:
-        logger.warning("could not sweep orphaned files at start", extra={"error": repr(exc)})

@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# What the default `openai` provider trains when PROVIDERS_FILE is unset: every
+# snapshot of the packaged model table, open or closed for training (a closed
+# one is refused with its date rather than as unknown).
 DEFAULT_FINE_TUNABLE_MODELS = (
     "gpt-4.1-2025-04-14",
     "gpt-4.1-mini-2025-04-14",
@@ -27,6 +30,8 @@ DEFAULT_FINE_TUNABLE_MODELS = (
     "gpt-4o-2024-08-06",
     "gpt-4o-mini-2024-07-18",
     "gpt-3.5-turbo-0125",
+    "gpt-3.5-turbo-1106",
+    "gpt-3.5-turbo-0613",
 )
 DEFAULT_CHAT_BASE_MODELS = (
     "gpt-4.1",
@@ -85,6 +90,9 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
     # Extra JSON merged into job creation, e.g. Azure's {"trainingType": "GlobalStandard"}.
     openai_job_extra_body: str | None = None
+    # Several providers at once (TOML, see service/providers/config.py); unset: one,
+    # `openai`, from the OPENAI_* variables above.
+    providers_file: Path | None = None
 
     # Callers
     service_api_keys: SecretStr | None = None
@@ -244,13 +252,14 @@ class Settings(BaseSettings):
             return self.webhook_signing_secret.get_secret_value()
         return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
-    def require_provider_key(self) -> str:
+    def require_provider(self) -> None:
+        if self.providers_file is not None:
+            return
         if self.openai_api_key is None or not self.openai_api_key.get_secret_value():
             raise ConfigurationError(
                 "OPENAI_API_KEY is required (for the simulator any value works, "
-                "with OPENAI_BASE_URL pointing at it)"
+                "with OPENAI_BASE_URL pointing at it), or PROVIDERS_FILE"
             )
-        return self.openai_api_key.get_secret_value()
 
 
 _FIELD_TO_ENV = {name: name.upper() for name in Settings.model_fields}
@@ -274,7 +283,7 @@ def load_settings(*, require_provider: bool = False, **overrides: object) -> Set
         settings = Settings(**overrides)  # type: ignore[arg-type]
         _ = settings.api_keys
         if require_provider:
-            settings.require_provider_key()
+            settings.require_provider()
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
     except ValueError as exc:

@@ -10,8 +10,7 @@ import signal
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from service.app import register_settings_secrets
-from service.logs import configure_logging
+from service.logs import configure_logging, register_settings_secrets
 from service.settings import Settings, settings_or_exit
 from worker.main import build_worker, close_worker
 

@@ -24,14 +24,16 @@ from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
 from service import tasks
+from service.datasets.removal import sweep_at_start
 from service.logs import log_context, request_id_var
-from service.resources import ingest_pool, open_resources, queue_client, sweep_at_start
+from service.providers.base import ProviderError
+from service.resources import ingest_pool, open_resources, queue_client
 from service.settings import Settings
+from service.webhooks.delivery import delivery_client
 from worker import heartbeat
 from worker.context import WorkerContext
-from worker.registry import cron_jobs, task_functions
 from worker.task_lock import lock_seconds
-from worker.webhook_delivery import delivery_client
+from worker.tasks import TaskSpec, cron_jobs, task_functions
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,10 @@ SHUTDOWN_GRACE_SECONDS = 10
 TaskBody = Callable[..., Awaitable[Any]]
 
 
-def with_job_context(body: TaskBody) -> TaskBody:
+def with_job_context(spec: TaskSpec) -> TaskBody:
     """Set the request id the API passed along and tag log lines with job and try."""
+
+    body = spec.body
 
     @functools.wraps(body)
     async def run(
@@ -50,9 +54,7 @@ def with_job_context(body: TaskBody) -> TaskBody:
     ) -> Any:
         token = request_id_var.set(request_id)
         try:
-            with log_context(
-                task=body.__name__, arq_job=ctx.get("job_id"), job_try=ctx.get("job_try")
-            ):
+            with log_context(task=spec.name, arq_job=ctx.get("job_id"), job_try=ctx.get("job_try")):
                 return await body(ctx, *args, **kwargs)
         finally:
             request_id_var.reset(token)
@@ -60,12 +62,12 @@ def with_job_context(body: TaskBody) -> TaskBody:
     return run
 
 
-def _function(body: TaskBody, *, timeout: float, max_tries: int | None = None) -> Function:
+def _function(spec: TaskSpec, *, timeout: float) -> Function:
     return func(
-        with_job_context(body),  # type: ignore[arg-type]
-        name=body.__name__,
+        with_job_context(spec),  # type: ignore[arg-type]
+        name=spec.name,
         timeout=timeout,
-        max_tries=max_tries,
+        max_tries=spec.max_tries,
     )
 
 
@@ -105,7 +107,13 @@ def build_worker(
         ctx["webhook_client"] = await stack.enter_async_context(
             delivery_client(allow_private=settings.webhook_allow_private_networks)
         )
-        await heartbeat.beat(resources, worker_id)
+        try:
+            await resources.providers.learn_models()
+        except ProviderError as exc:  # a provider that is down is asked again later
+            logger.warning(
+                "could not ask providers about their models", extra={"error": exc.message}
+            )
+        await resources.workers.beat(worker_id, ttl=settings.worker_heartbeat_ttl_seconds)
         heartbeat_task = asyncio.create_task(
             heartbeat.run_heartbeat(resources, worker_id, alive=loop_running)
         )
@@ -118,30 +126,27 @@ def build_worker(
                 await heartbeat_task
         typed = cast(WorkerContext, ctx)
         if "resources" in typed:
-            await heartbeat.farewell(typed["resources"], worker_id)
+            with contextlib.suppress(RedisError, OSError):
+                await typed["resources"].workers.farewell(worker_id)
         if "exit_stack" in typed:
             await typed["exit_stack"].aclose()
         logger.info("worker stopped", extra={"worker_id": worker_id})
 
     timeout = settings.task_timeout_seconds
     functions = [
-        _function(
-            spec.body,
-            timeout=spec.timeout(settings) if spec.timeout else timeout,
-            max_tries=spec.max_tries,
-        )
+        _function(spec, timeout=spec.timeout(settings) if spec.timeout else timeout)
         for spec in task_functions()
     ]
     crons = [
         cron(
-            with_job_context(body),  # type: ignore[arg-type]
-            name=body.__name__,
+            with_job_context(spec),  # type: ignore[arg-type]
+            name=spec.name,
             run_at_startup=True,
             timeout=timeout,
             unique=True,
             **_every(settings.reconcile_every_seconds),
         )
-        for body in cron_jobs()
+        for spec in cron_jobs()
     ]
 
     worker = Worker(

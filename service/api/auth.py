@@ -12,13 +12,15 @@ from typing import Any
 from litestar import Request
 from litestar.di import NamedDependency
 
+from service.api.rate_limit import spend
 from service.errors import Unauthenticated
-from service.rate_limit import spend
 from service.resources import Resources
 
 LOCAL_TENANT = "local"
 # The caller's tenant id, injected into every handler that declares `tenant: Tenant`.
 Tenant = NamedDependency[str]
+# The process's resources, for handlers that declare `resources: Injected`.
+Injected = NamedDependency[Resources]
 
 
 def tenant_for_key(api_keys: dict[str, str], presented: str) -> str | None:
@@ -44,3 +46,9 @@ async def provide_tenant(request: Request[Any, Any, Any]) -> str:
         raise Unauthenticated("The API key is not valid", invalid_token=True)
     await spend(resources, tenant)
     return tenant
+
+
+def provide_resources(request: Request[Any, Any, Any]) -> Resources:
+    """The process's resources, injected into handlers that declare `resources: Resources`."""
+    resources: Resources = request.app.state.resources
+    return resources

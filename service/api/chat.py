@@ -13,17 +13,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Response, post
-from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.api.auth import Tenant
+from service.api.auth import Injected, Tenant
 from service.api.openapi_docs import ChatCompletionOperation, example_body
 from service.api.problems import problems, status_of
+from service.chat.targets import Target, job_targets, model_target
 from service.errors import (
-    Conflict,
     MalformedRequest,
     NotFound,
     RateLimited,
@@ -32,8 +30,6 @@ from service.errors import (
     UpstreamTimedOut,
 )
 from service.providers.base import Provider, ProviderError
-from service.resources import Resources
-from service.store.jobs import JobStore
 
 
 class ChatMessage(BaseModel):
@@ -176,29 +172,6 @@ def upstream_to_service_error(exc: ProviderError) -> ServiceError:
     )
 
 
-async def _resolve_job_model(
-    resources: Resources, tenant: Tenant, job_id: FromPath[str]
-) -> tuple[str, str]:
-    """(tuned model, base model) of a tenant's job, 409 while it is not ready."""
-    job = await JobStore(resources.redis, resources.keys).get_for_tenant(tenant, job_id)
-    if not job.get("fine_tuned_model"):
-        raise Conflict(
-            f"Job {job_id} is {job['status']}; its model is not ready",
-            code="model_not_ready",
-            extra={"job_status": job["status"]},
-        )
-    return job["fine_tuned_model"], job["model"]
-
-
-async def _check_allowed(resources: Resources, tenant: Tenant, model: str) -> None:
-    if model in resources.settings.chat_base_models:
-        return
-    if await resources.redis.sismember(resources.keys.tenant_models(tenant), model):
-        return
-    # Same answer whether the model exists for someone else or not at all.
-    raise NotFound(f"Model {model!r} is not available to this tenant", code="model_not_found")
-
-
 def _upstream_body(options: ChatOptions, model: str, messages: list[ChatMessage]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
@@ -252,15 +225,16 @@ class ChatController(Controller):
         },
     )
     async def chat(
-        self, state: State, tenant: Tenant, data: Annotated[ChatRequest, example_body(ChatRequest)]
+        self,
+        resources: Injected,
+        tenant: Tenant,
+        data: Annotated[ChatRequest, example_body(ChatRequest)],
     ) -> Response[Any]:
-        resources: Resources = state.resources
-        provider = resources.require_provider()
         if data.job_id is not None:
-            model, _ = await _resolve_job_model(resources, tenant, data.job_id)
+            target, _ = await job_targets(resources, tenant, data.job_id)
         else:
-            model = data.model or ""
-            await _check_allowed(resources, tenant, model)
+            target = await model_target(resources, tenant, data.model or "")
+        provider, model = target.provider, target.model
         body = _upstream_body(data, model, data.messages)
         if data.stream:
             relay = await _stream(provider, body)
@@ -284,26 +258,24 @@ class ChatController(Controller):
     )
     async def compare(
         self,
-        state: State,
+        resources: Injected,
         tenant: Tenant,
         data: Annotated[CompareRequest, example_body(CompareRequest)],
     ) -> CompareResponse:
-        resources: Resources = state.resources
-        provider = resources.require_provider()
-        targets: list[tuple[str, Literal["tuned", "base", "requested"]]] = []
+        targets: list[tuple[Target, Literal["tuned", "base", "requested"]]] = []
         if data.job_id is not None:
-            tuned, base = await _resolve_job_model(resources, tenant, data.job_id)
+            tuned, base = await job_targets(resources, tenant, data.job_id)
             targets.append((tuned, "tuned"))
             if data.include_base_model:
                 targets.append((base, "base"))
         for model in data.models or []:
-            await _check_allowed(resources, tenant, model)
-            targets.append((model, "requested"))
+            targets.append((await model_target(resources, tenant, model), "requested"))
 
-        async def ask(model: str, role: Literal["tuned", "base", "requested"]) -> CompareResult:
+        async def ask(target: Target, role: Literal["tuned", "base", "requested"]) -> CompareResult:
+            model = target.model
             started = time.perf_counter()
             try:
-                completion = await provider.chat(_upstream_body(data, model, data.messages))
+                completion = await target.provider.chat(_upstream_body(data, model, data.messages))
             except ProviderError as exc:
                 mapped = upstream_to_service_error(exc)
                 return CompareResult(
@@ -331,5 +303,5 @@ class ChatController(Controller):
                 error=None,
             )
 
-        results = await asyncio.gather(*(ask(model, role) for model, role in targets))
+        results = await asyncio.gather(*(ask(target, role) for target, role in targets))
         return CompareResponse(results=list(results))

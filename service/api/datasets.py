@@ -1,50 +1,38 @@
 """`/datasets`: upload, convert, validate every line, count tokens and price.
 
-Small uploads are validated inside the request (in the app's process pool):
-the caller gets 201 with statistics, or 422 naming every bad line, and
-nothing is stored for a refused file. Uploads above SYNC_VALIDATION_MAX_BYTES
-answer 202 at once with a dataset in `validating`; the worker validates it
-and the dataset becomes `ready` or `invalid` (with the same error list), so
-no request is held for minutes.
+The controller reads the body (multipart streamed to a scratch file, or JSON
+examples) and hands it to `service.datasets.creation`: small uploads answer
+201 with statistics, or 422 naming every bad line with nothing stored; uploads
+above SYNC_VALIDATION_MAX_BYTES answer 202 with a dataset in `validating`,
+which the worker ends `ready` or `invalid`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio.to_thread
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service import tasks
-from service.api.auth import Tenant
+from service.api.auth import Injected, Tenant
+from service.api.idempotency import Outcome, fingerprint, run_once
 from service.api.links import location
 from service.api.openapi_docs import DatasetUploadOperation
 from service.api.pagination import MAX_LIMIT, ListResponse
 from service.api.problems import problems
 from service.api.uploads import receive_upload
-from service.datasets import (
-    DatasetRequest,
-    build_records,
-    dataset_view,
-    ingest_options,
-    refuse_report,
-    run_ingest,
-)
-from service.domain.jobs import is_terminal
-from service.errors import Conflict, MalformedRequest, NotFound, RateLimited, TooLarge
-from service.idempotency import Outcome, fingerprint, run_once
-from service.resources import Resources
-from service.store.datasets import DatasetStore
-from service.store.jobs import JobStore
-from service.store.records import new_id, now_iso
+from service.datasets.creation import DatasetCreation, DatasetRequest, Upload
+from service.datasets.ingest import IngestReport
+from service.datasets.removal import delete_dataset
+from service.domain.records import Dataset as DatasetRecord
+from service.domain.stamps import new_id
+from service.errors import Conflict, MalformedRequest, RateLimited, TooLarge
 from service.store.slots import Slots
 
 # An upload's slot outlives its body deadline by this much (conversion, then storing).
@@ -142,38 +130,118 @@ class DatasetReport(BaseModel):
     error_total: int
 
 
-def _public(record: dict[str, Any]) -> Dataset:
-    return Dataset(**dataset_view(record))
+def public_dataset(record: DatasetRecord) -> Dataset:
+    return Dataset(
+        id=record.id,
+        name=record.name,
+        status=record.status,
+        kind=record.kind,
+        format=record.format,
+        model=record.model,
+        filename=record.filename,
+        example_count=record.example_count,
+        token_count=record.token_count,
+        token_stats=record.token_stats,
+        estimate=record.estimate,
+        warnings=[DatasetIssue(**w.model_dump()) for w in record.warnings],
+        warning_totals=record.warning_totals,
+        errors=[DatasetIssue(**e.model_dump()) for e in record.errors],
+        error_total=record.error_total,
+        sha256=record.sha256,
+        bytes=record.bytes,
+        role=record.role,
+        validation_dataset_id=record.validation_dataset_id,
+        training_dataset_id=record.training_dataset_id,
+        created_at=record.created_at,
+    )
 
 
-def _form_request(fields: dict[str, str], resources: Resources) -> DatasetRequest:
-    try:
-        return DatasetRequest.model_validate(
-            {key: value for key, value in fields.items() if value != ""}
-            | {"default_model": resources.settings.default_model}
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field_name = ".".join(str(p) for p in first["loc"])
-        raise MalformedRequest(
-            f"{field_name}: {first['msg']}",
-            code="invalid_field",
-            extra={
-                "errors": [
-                    {"line": None, "path": field_name, "code": "invalid", "message": first["msg"]}
-                ]
-            },
-        ) from None
+def report_view(report: IngestReport) -> DatasetReport:
+    data = report.to_dict()
+    return DatasetReport(
+        ok=report.ok,
+        kind=data["kind"],
+        format=data["format"],
+        model=data["model"],
+        example_count=data["example_count"],
+        token_count=report.token_count,
+        token_stats=data["tokens"],
+        estimate=data["estimate"],
+        warnings=data["warnings"],
+        warning_totals=data["warning_totals"],
+        errors=data["errors"],
+        error_total=data["error_total"],
+    )
+
+
+def _invalid_field(exc: ValidationError, code: str) -> MalformedRequest:
+    first = exc.errors()[0]
+    field_name = ".".join(str(p) for p in first["loc"])
+    return MalformedRequest(
+        f"{field_name}: {first['msg']}",
+        code=code,
+        extra={
+            "errors": [
+                {"line": None, "path": field_name, "code": "invalid", "message": first["msg"]}
+            ]
+        },
+    )
+
+
+@dataclass(slots=True)
+class _Body:
+    form: DatasetRequest
+    upload: Upload | None
+    examples: list[dict[str, Any]] | None
+    fingerprint: str
 
 
 class DatasetController(Controller):
     path = "/datasets"
     tags = ["Datasets"]
 
+    async def _read_body(
+        self, request: Request[Any, Any, Any], creation: DatasetCreation, scratch: Path
+    ) -> _Body:
+        settings = creation.settings
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            raw = bytearray()
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > settings.sync_validation_max_bytes:
+                    raise TooLarge(
+                        "JSON datasets are limited to "
+                        f"{settings.sync_validation_max_bytes} bytes; upload a file instead"
+                    )
+            try:
+                body = DatasetJson.model_validate_json(bytes(raw))
+            except ValidationError as exc:
+                raise _invalid_field(exc, "invalid_body") from None
+            form = creation.request(
+                body.model_dump(exclude={"examples"}, exclude_none=True) | {"format": "json"}
+            )
+            return _Body(form, None, body.examples, fingerprint(bytes(raw)))
+        upload = await receive_upload(
+            request.stream(), content_type, scratch, max_bytes=settings.max_upload_bytes
+        )
+        try:
+            form = creation.request({k: v for k, v in upload.fields.items() if v != ""})
+        except ValidationError as exc:
+            raise _invalid_field(exc, "invalid_field") from None
+        return _Body(
+            form,
+            Upload(path=scratch, filename=upload.filename, size=upload.file_bytes),
+            None,
+            fingerprint(
+                upload.sha256, json.dumps(upload.fields, sort_keys=True), upload.filename or ""
+            ),
+        )
+
     async def _receive(
         self,
         request: Request[Any, Any, Any],
-        resources: Resources,
+        resources: Injected,
         tenant: Tenant,
         *,
         dry_run: bool,
@@ -193,127 +261,29 @@ class DatasetController(Controller):
                 code="too_many_uploads",
                 retry_after=5,
             )
+        creation = DatasetCreation(resources)
         try:
-            return await self._receive_within_slot(request, resources, tenant, dry_run=dry_run)
+            with resources.blobs.scratch_file(".upload") as scratch:
+                body = await self._read_body(request, creation, scratch)
+                if dry_run:
+                    report = await creation.check(
+                        body.form, upload=body.upload, examples=body.examples
+                    )
+                    return Response(report_view(report), status_code=200)
+
+                async def produce() -> Outcome:
+                    record, waiting = await creation.create(
+                        tenant, body.form, upload=body.upload, examples=body.examples
+                    )
+                    return Outcome(
+                        HTTP_202_ACCEPTED if waiting else HTTP_201_CREATED,
+                        public_dataset(record).model_dump(mode="json"),
+                        {"Location": location(request, f"/datasets/{record.id}")},
+                    )
+
+                return await run_once(request, resources, tenant, body.fingerprint, produce)
         finally:
             await slots.release(holder)
-
-    async def _receive_within_slot(
-        self,
-        request: Request[Any, Any, Any],
-        resources: Resources,
-        tenant: Tenant,
-        *,
-        dry_run: bool,
-    ) -> Response[Any]:
-        settings = resources.settings
-        content_type = request.headers.get("content-type", "")
-        with (
-            resources.blobs.scratch_file(".upload") as source,
-            resources.blobs.scratch_file(".jsonl") as dest,
-        ):
-            examples: list[dict[str, Any]] | None = None
-            if content_type.startswith("application/json"):
-                raw = bytearray()
-                async for chunk in request.stream():
-                    raw += chunk
-                    if len(raw) > settings.sync_validation_max_bytes:
-                        raise TooLarge(
-                            "JSON datasets are limited to "
-                            f"{settings.sync_validation_max_bytes} bytes; upload a file instead"
-                        )
-                try:
-                    body = DatasetJson.model_validate_json(bytes(raw))
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    where = ".".join(str(p) for p in first["loc"])
-                    raise MalformedRequest(
-                        f"{where}: {first['msg']}", code="invalid_body"
-                    ) from None
-                form = DatasetRequest(
-                    name=body.name,
-                    model=body.model,
-                    system_prompt=body.system_prompt,
-                    validation_fraction=body.validation_fraction,
-                    seed=body.seed,
-                    default_model=settings.default_model,
-                    format="json",
-                )
-                examples = body.examples
-                filename = None
-                size = len(raw)
-                body_fingerprint = fingerprint(bytes(raw))
-            else:
-                upload = await receive_upload(
-                    request.stream(), content_type, source, max_bytes=settings.max_upload_bytes
-                )
-                form = _form_request(upload.fields, resources)
-                filename = upload.filename
-                size = upload.file_bytes
-                body_fingerprint = fingerprint(
-                    upload.sha256, json.dumps(upload.fields, sort_keys=True), filename or ""
-                )
-            options = ingest_options(form, settings)
-            if dry_run:
-                report = await run_ingest(resources, source, dest, options, examples=examples)
-                return Response(DatasetReport(**report_view(report)), status_code=200)
-
-            async def produce() -> Outcome:
-                if examples is None and size > settings.sync_validation_max_bytes:
-                    return await self._accept_for_background(
-                        request, resources, tenant, form, source, filename
-                    )
-                report = await run_ingest(resources, source, dest, options, examples=examples)
-                if not report.ok:
-                    raise refuse_report(report)
-                records = await build_records(
-                    resources,
-                    tenant=tenant,
-                    form=form,
-                    report=report,
-                    normalized=dest,
-                    filename=filename,
-                )
-                await DatasetStore(resources.redis, resources.keys).create(*records)
-                return Outcome(
-                    HTTP_201_CREATED,
-                    _public(records[0]).model_dump(mode="json"),
-                    {"Location": location(request, f"/datasets/{records[0]['id']}")},
-                )
-
-            return await run_once(request, resources, tenant, body_fingerprint, produce)
-
-    async def _accept_for_background(
-        self,
-        request: Request[Any, Any, Any],
-        resources: Resources,
-        tenant: Tenant,
-        form: DatasetRequest,
-        source: Path,
-        filename: str | None,
-    ) -> Outcome:
-        dataset_id = new_id("ds")
-        original = resources.blobs.original_path(dataset_id)
-        await anyio.to_thread.run_sync(shutil.move, str(source), str(original))
-        record = {
-            "id": dataset_id,
-            "object": "dataset",
-            "tenant": tenant,
-            "name": form.name or filename or dataset_id,
-            "status": "validating",
-            "model": form.target_model,
-            "filename": filename,
-            "request": form.model_dump(mode="json"),
-            "role": "training",
-            "created_at": now_iso(),
-        }
-        await DatasetStore(resources.redis, resources.keys).create(record)
-        await tasks.enqueue_dataset_validation(resources.queue, dataset_id)
-        return Outcome(
-            HTTP_202_ACCEPTED,
-            _public(record).model_dump(mode="json"),
-            {"Location": location(request, f"/datasets/{dataset_id}")},
-        )
 
     @post(
         "/",
@@ -322,12 +292,12 @@ class DatasetController(Controller):
         status_code=HTTP_201_CREATED,
         request_max_body_size=None,
         operation_class=DatasetUploadOperation,
-        responses=problems(400, 401, 413, 415, 422, 429),
+        responses=problems(400, 401, 408, 413, 415, 422, 429),
     )
     async def create_dataset(
-        self, request: Request[Any, Any, Any], state: State, tenant: Tenant
+        self, request: Request[Any, Any, Any], resources: Injected, tenant: Tenant
     ) -> Response[Dataset]:
-        return await self._receive(request, state.resources, tenant, dry_run=False)
+        return await self._receive(request, resources, tenant, dry_run=False)
 
     @post(
         "/validate",
@@ -336,12 +306,12 @@ class DatasetController(Controller):
         status_code=200,
         request_max_body_size=None,
         operation_class=DatasetUploadOperation,
-        responses=problems(400, 401, 413, 415, 422, 429),
+        responses=problems(400, 401, 408, 413, 415, 422, 429),
     )
     async def validate_dataset(
-        self, request: Request[Any, Any, Any], state: State, tenant: Tenant
+        self, request: Request[Any, Any, Any], resources: Injected, tenant: Tenant
     ) -> Response[DatasetReport]:
-        return await self._receive(request, state.resources, tenant, dry_run=True)
+        return await self._receive(request, resources, tenant, dry_run=True)
 
     @get(
         "/",
@@ -351,17 +321,15 @@ class DatasetController(Controller):
     )
     async def list_datasets(
         self,
-        state: State,
+        resources: Injected,
         tenant: Tenant,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 20,
         after: FromQuery[str | None] = None,
     ) -> ListResponse[Dataset]:
-        resources: Resources = state.resources
-        store = DatasetStore(resources.redis, resources.keys)
+        store = resources.datasets
         page = await store.page(tenant, limit=limit, after=after)
-        return ListResponse(
-            data=[_public(r) for r in await store.many(page.ids)], has_more=page.has_more
-        )
+        found = await store.many(page.ids)
+        return ListResponse(data=[public_dataset(r) for r in found], has_more=page.has_more)
 
     @get(
         "/{dataset_id:str}",
@@ -369,11 +337,10 @@ class DatasetController(Controller):
         summary="One dataset",
         responses=problems(400, 401, 404, 429),
     )
-    async def get_dataset(self, state: State, tenant: Tenant, dataset_id: FromPath[str]) -> Dataset:
-        resources: Resources = state.resources
-        return _public(
-            await DatasetStore(resources.redis, resources.keys).get_for_tenant(tenant, dataset_id)
-        )
+    async def get_dataset(
+        self, resources: Injected, tenant: Tenant, dataset_id: FromPath[str]
+    ) -> Dataset:
+        return public_dataset(await resources.datasets.get_for_tenant(tenant, dataset_id))
 
     @get(
         "/{dataset_id:str}/content",
@@ -382,15 +349,12 @@ class DatasetController(Controller):
         media_type="application/jsonl",
         responses=problems(400, 401, 404, 409, 429),
     )
-    async def get_content(self, state: State, tenant: Tenant, dataset_id: FromPath[str]) -> Stream:
-        resources: Resources = state.resources
-        record = await DatasetStore(resources.redis, resources.keys).get_for_tenant(
-            tenant, dataset_id
-        )
-        if record["status"] != "ready":
-            raise Conflict(
-                f"Dataset {dataset_id} is {record['status']}; it has no normalized content"
-            )
+    async def get_content(
+        self, resources: Injected, tenant: Tenant, dataset_id: FromPath[str]
+    ) -> Stream:
+        record = await resources.datasets.get_for_tenant(tenant, dataset_id)
+        if record.status != "ready":
+            raise Conflict(f"Dataset {dataset_id} is {record.status}; it has no normalized content")
         return Stream(
             resources.blobs.stream(dataset_id),
             media_type="application/jsonl",
@@ -404,42 +368,7 @@ class DatasetController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         responses=problems(400, 401, 404, 409, 429),
     )
-    async def delete_dataset(self, state: State, tenant: Tenant, dataset_id: FromPath[str]) -> None:
-        resources: Resources = state.resources
-        store = DatasetStore(resources.redis, resources.keys)
-        await store.get_for_tenant(tenant, dataset_id)
-        users = await JobStore(resources.redis, resources.keys).uses_of_dataset(dataset_id)
-        busy = [job["id"] for job in users if not is_terminal(job["status"])]
-        if busy:
-            raise Conflict(
-                f"Dataset {dataset_id} is used by unfinished jobs: {', '.join(busy)}",
-                code="dataset_in_use",
-                extra={"job_ids": busy},
-            )
-
-        def owned(record: dict[str, Any]) -> None:
-            if record.get("tenant") != tenant:
-                raise NotFound(f"No dataset {dataset_id} for this tenant")
-
-        # The tombstone stops a worker still validating it from writing it back;
-        # files it commits after this point are removed by that worker.
-        await store.delete(dataset_id, owned)
-        await anyio.to_thread.run_sync(resources.blobs.delete_all, dataset_id)
-
-
-def report_view(report: Any) -> dict[str, Any]:
-    data = report.to_dict()
-    return {
-        "ok": report.ok,
-        "kind": data["kind"],
-        "format": data["format"],
-        "model": data["model"],
-        "example_count": data["example_count"],
-        "token_count": report.token_count,
-        "token_stats": data["tokens"],
-        "estimate": data["estimate"],
-        "warnings": data["warnings"],
-        "warning_totals": data["warning_totals"],
-        "errors": data["errors"],
-        "error_total": data["error_total"],
-    }
+    async def delete_dataset(
+        self, resources: Injected, tenant: Tenant, dataset_id: FromPath[str]
+    ) -> None:
+        await delete_dataset(resources, tenant, dataset_id)

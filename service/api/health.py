@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from litestar import Controller, get
-from litestar.datastructures import State
 from redis.exceptions import RedisError
 
+from service.api.auth import Injected
 from service.api.problems import problems
 from service.errors import Unavailable
-from service.resources import Resources
 
 
 @dataclass
@@ -25,12 +23,6 @@ class Readiness:
     redis: str
     workers: int
     detail: str
-
-
-async def live_workers(resources: Resources) -> int:
-    """Workers whose heartbeat is newer than the TTL."""
-    cutoff = time.time() - resources.settings.worker_heartbeat_ttl_seconds
-    return int(await resources.redis.zcount(resources.keys.workers, cutoff, "+inf"))
 
 
 class HealthController(Controller):
@@ -47,11 +39,11 @@ class HealthController(Controller):
         security=[{}],
         responses=problems(503),
     )
-    async def ready(self, state: State) -> Readiness:
-        resources: Resources = state.resources
+    async def ready(self, resources: Injected) -> Readiness:
         try:
-            await resources.redis.ping()
-            workers = await live_workers(resources)
+            workers = await resources.workers.live(
+                ttl=resources.settings.worker_heartbeat_ttl_seconds
+            )
         except (RedisError, OSError) as exc:
             raise Unavailable(
                 f"Redis is unreachable ({type(exc).__name__})",

@@ -1,7 +1,8 @@
 """`/jobs`: start, follow and steer fine-tuning jobs.
 
-The API never calls the provider's training endpoints: it records intent in
-Redis and enqueues the worker, which does the upstream work.
+The API never calls a provider's training endpoints: `service.jobs.creation`
+records the job and enqueues the worker, which does the upstream work; the
+actions record a wish the worker carries out.
 """
 
 from __future__ import annotations
@@ -9,34 +10,22 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from pydantic import BaseModel, ConfigDict, Field
 
-from service import tasks
-from service.api.auth import Tenant
+from service.api.auth import Injected, Tenant
+from service.api.idempotency import Outcome, fingerprint, run_once
 from service.api.links import location
 from service.api.openapi_docs import example_body
 from service.api.pagination import MAX_LIMIT, ListResponse, walk_newest_first
 from service.api.problems import problems
 from service.domain.charts import loss_curve_svg
-from service.domain.jobs import (
-    JobStatus,
-    check_action,
-    check_metadata,
-    check_suffix,
-    is_terminal,
-)
-from service.errors import Conflict, InvalidContent
-from service.idempotency import Outcome, fingerprint, run_once
-from service.outbound_guard import check_webhook_url
-from service.resources import Resources
-from service.schemas import Job, public_job
-from service.store.datasets import DatasetStore
-from service.store.jobs import JobStore
-from service.store.records import new_id, now_iso
-from service.store.webhooks import WebhookStore
+from service.domain.jobs import JobStatus, is_terminal
+from service.domain.records import Job as JobRecord
+from service.jobs.actions import Action, act
+from service.jobs.creation import NewJob, create_job
+from service.jobs.view import Job, public_job
 
 Auto = Literal["auto"]
 
@@ -88,6 +77,25 @@ class JobCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2147483647)
     metadata: dict[str, str] | None = None
     webhook_url: str | None = Field(default=None, max_length=2048)
+    provider_options: dict[str, Any] | None = Field(
+        default=None,
+        description="Options only one provider understands, passed to it as they are "
+        '(the self-hosted trainer\'s LoRA settings: {"lora": {"r": 16, "alpha": 32}})',
+    )
+
+    def new_job(self) -> NewJob:
+        return NewJob(
+            dataset_id=self.dataset_id,
+            validation_dataset_id=self.validation_dataset_id,
+            model=self.model,
+            method=self.method.model_dump() if self.method else None,
+            hyperparameters=self.hyperparameters.model_dump() if self.hyperparameters else None,
+            suffix=self.suffix,
+            seed=self.seed,
+            metadata=self.metadata,
+            webhook_url=self.webhook_url,
+            provider_options=self.provider_options or {},
+        )
 
 
 class JobEvent(BaseModel):
@@ -100,6 +108,15 @@ class JobEvent(BaseModel):
     level: str
     message: str
     data: dict[str, Any] | None = None
+
+
+class Checkpoint(BaseModel):
+    id: str
+    object: Literal["job.checkpoint"] = "job.checkpoint"
+    created_at: str
+    step_number: int
+    fine_tuned_model_checkpoint: str
+    metrics: dict[str, Any]
 
 
 class MetricPoint(BaseModel):
@@ -116,32 +133,6 @@ class Metrics(BaseModel):
     job_id: str
     total_steps: int | None
     data: list[MetricPoint]
-
-
-class Checkpoint(BaseModel):
-    id: str
-    object: Literal["job.checkpoint"] = "job.checkpoint"
-    created_at: str
-    step_number: int
-    fine_tuned_model_checkpoint: str
-    metrics: dict[str, Any]
-
-
-def upstream_method(body: JobCreate, kind: str) -> dict[str, Any]:
-    """Our request -> the provider's `method` object (the legacy form folds in)."""
-    if body.method is not None and body.hyperparameters is not None:
-        raise InvalidContent("Give either method or hyperparameters, not both")
-    method = body.method or Method(hyperparameters=body.hyperparameters or Hyperparameters())
-    wanted = "dpo" if kind == "preference" else "supervised"
-    if method.type != wanted:
-        raise InvalidContent(
-            f"A {kind} dataset trains with method {wanted!r}, not {method.type!r}",
-            code="method_mismatch",
-        )
-    hyper = method.hyperparameters.model_dump(exclude_none=True)
-    if method.type == "supervised" and "beta" in hyper:
-        raise InvalidContent("beta applies to DPO only", code="invalid_hyperparameters")
-    return {"type": method.type, method.type: {"hyperparameters": hyper}}
 
 
 def _metadata_filter(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -161,92 +152,21 @@ class JobController(Controller):
         operation_id="CreateJob",
         summary="Start fine-tuning a model on a dataset",
         status_code=HTTP_202_ACCEPTED,
-        responses=problems(400, 401, 404, 409, 413, 422, 429),
+        responses=problems(400, 401, 404, 409, 413, 422, 429, 503),
     )
     async def create_job(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        resources: Injected,
         tenant: Tenant,
         data: Annotated[JobCreate, example_body(JobCreate)],
     ) -> Response[Job]:
-        resources: Resources = state.resources
-
         async def produce() -> Outcome:
-            settings = resources.settings
-            datasets = DatasetStore(resources.redis, resources.keys)
-            dataset = await datasets.get_for_tenant(tenant, data.dataset_id)
-            if dataset.get("status") != "ready":
-                raise Conflict(
-                    f"Dataset {dataset['id']} is {dataset.get('status')}, not ready for training",
-                    code="dataset_not_ready",
-                )
-            validation = None
-            if data.validation_dataset_id:
-                validation = await datasets.get_for_tenant(tenant, data.validation_dataset_id)
-                if validation.get("status") != "ready":
-                    raise Conflict(
-                        f"Validation dataset {validation['id']} is {validation.get('status')}",
-                        code="dataset_not_ready",
-                    )
-                if validation.get("kind") != dataset.get("kind"):
-                    raise InvalidContent(
-                        "The validation dataset is of another kind than the training one"
-                    )
-            if data.model not in settings.fine_tunable_models:
-                raise InvalidContent(
-                    f"Model {data.model!r} cannot be fine-tuned here; choose one of: "
-                    + ", ".join(settings.fine_tunable_models),
-                    code="model_not_fine_tunable",
-                )
-            method = upstream_method(data, dataset.get("kind", "chat"))
-            metadata = check_metadata(data.metadata)
-            suffix = check_suffix(data.suffix)
-            webhook_url = None
-            if data.webhook_url:
-                webhook_url = await check_webhook_url(
-                    data.webhook_url, allow_private=settings.webhook_allow_private_networks
-                )
-                secrets = WebhookStore(resources.redis, resources.keys)
-                if not settings.auth_disabled and await secrets.job_secret(tenant) is None:
-                    raise Conflict(
-                        "A job's webhook_url is signed with this tenant's job webhook secret, "
-                        "and there is none yet: create it with POST /webhooks/job-secret "
-                        "(shown once), then start the job",
-                        code="job_secret_missing",
-                    )
-            now = now_iso()
-            record: dict[str, Any] = {
-                "id": new_id("job"),
-                "tenant": tenant,
-                "status": JobStatus.PENDING.value,
-                "dataset_id": dataset["id"],
-                "validation_dataset_id": validation["id"] if validation else None,
-                "model": data.model,
-                "method": method,
-                "suffix": suffix,
-                "seed": data.seed,
-                "metadata": metadata,
-                "webhook_url": webhook_url,
-                "fine_tuned_model": None,
-                "error": None,
-                "trained_tokens": None,
-                "estimated_finish": None,
-                "cancel_requested": False,
-                "provider": resources.provider.name if resources.provider else "openai",
-                "upstream": {},
-                "created_at": now,
-                "updated_at": now,
-                "finished_at": None,
-            }
-            jobs = JobStore(resources.redis, resources.keys)
-            await jobs.create(record)
-            # Enqueue only after the record is durable; the reconciler covers a lost enqueue.
-            await tasks.enqueue_sync_job(resources.queue, record["id"])
+            job = await create_job(resources, tenant, data.new_job())
             return Outcome(
                 HTTP_202_ACCEPTED,
-                public_job(record).model_dump(mode="json"),
-                {"Location": location(request, f"/jobs/{record['id']}")},
+                public_job(job).model_dump(mode="json"),
+                {"Location": location(request, f"/jobs/{job.id}")},
             )
 
         return await run_once(
@@ -262,24 +182,22 @@ class JobController(Controller):
     async def list_jobs(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        resources: Injected,
         tenant: Tenant,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 20,
         after: FromQuery[str | None] = None,
         status: FromQuery[JobStatus | None] = None,
         dataset_id: FromQuery[str | None] = None,
     ) -> ListResponse[Job]:
-        resources: Resources = state.resources
-        jobs = JobStore(resources.redis, resources.keys)
+        jobs = resources.jobs
         wanted_metadata = _metadata_filter(request)
 
-        def matches(job: dict[str, Any]) -> bool:
-            if status is not None and job["status"] != status:
+        def matches(job: JobRecord) -> bool:
+            if status is not None and job.status != status:
                 return False
-            if dataset_id is not None and job["dataset_id"] != dataset_id:
+            if dataset_id is not None and job.dataset_id != dataset_id:
                 return False
-            metadata = job.get("metadata") or {}
-            return all(metadata.get(k) == v for k, v in wanted_metadata.items())
+            return all(job.metadata.get(k) == v for k, v in wanted_metadata.items())
 
         filtered = status is not None or dataset_id is not None or bool(wanted_metadata)
         found, has_more = await walk_newest_first(
@@ -297,11 +215,8 @@ class JobController(Controller):
         summary="One job",
         responses=problems(400, 401, 404, 429),
     )
-    async def get_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
-        resources: Resources = state.resources
-        return public_job(
-            await JobStore(resources.redis, resources.keys).get_for_tenant(tenant, job_id)
-        )
+    async def get_job(self, resources: Injected, tenant: Tenant, job_id: FromPath[str]) -> Job:
+        return public_job(await resources.jobs.get_for_tenant(tenant, job_id))
 
     @get(
         "/{job_id:str}/events",
@@ -311,17 +226,17 @@ class JobController(Controller):
     )
     async def list_events(
         self,
-        state: State,
+        resources: Injected,
         tenant: Tenant,
         job_id: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 50,
         after: FromQuery[str | None] = None,
     ) -> ListResponse[JobEvent]:
-        resources: Resources = state.resources
-        jobs = JobStore(resources.redis, resources.keys)
-        await jobs.get_for_tenant(tenant, job_id)
-        events, has_more = await jobs.events_page(job_id, limit=limit, after=after)
-        return ListResponse(data=[JobEvent(**e) for e in events], has_more=has_more)
+        await resources.jobs.get_for_tenant(tenant, job_id)
+        events, has_more = await resources.jobs.events_page(job_id, limit=limit, after=after)
+        return ListResponse(
+            data=[JobEvent(**event.model_dump()) for event in events], has_more=has_more
+        )
 
     @get(
         "/{job_id:str}/checkpoints",
@@ -330,13 +245,11 @@ class JobController(Controller):
         responses=problems(400, 401, 404, 429),
     )
     async def list_checkpoints(
-        self, state: State, tenant: Tenant, job_id: FromPath[str]
+        self, resources: Injected, tenant: Tenant, job_id: FromPath[str]
     ) -> ListResponse[Checkpoint]:
-        resources: Resources = state.resources
-        jobs = JobStore(resources.redis, resources.keys)
-        await jobs.get_for_tenant(tenant, job_id)
-        found = await jobs.checkpoints(job_id)
-        return ListResponse(data=[Checkpoint(**c) for c in found], has_more=False)
+        await resources.jobs.get_for_tenant(tenant, job_id)
+        found = await resources.jobs.checkpoints(job_id)
+        return ListResponse(data=[Checkpoint(**c.model_dump()) for c in found], has_more=False)
 
     @get(
         "/{job_id:str}/metrics",
@@ -344,11 +257,11 @@ class JobController(Controller):
         summary="Per-step training and validation loss and accuracy",
         responses=problems(400, 401, 404, 429),
     )
-    async def get_metrics(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Metrics:
-        resources: Resources = state.resources
-        jobs = JobStore(resources.redis, resources.keys)
-        await jobs.get_for_tenant(tenant, job_id)
-        points = await jobs.metrics(job_id)
+    async def get_metrics(
+        self, resources: Injected, tenant: Tenant, job_id: FromPath[str]
+    ) -> Metrics:
+        await resources.jobs.get_for_tenant(tenant, job_id)
+        points = await resources.jobs.metrics(job_id)
         total = max((int(p.get("total_steps") or 0) for p in points), default=0) or None
         return Metrics(
             job_id=job_id,
@@ -367,54 +280,21 @@ class JobController(Controller):
         responses=problems(400, 401, 404, 429),
     )
     async def get_metrics_svg(
-        self, state: State, tenant: Tenant, job_id: FromPath[str]
+        self, resources: Injected, tenant: Tenant, job_id: FromPath[str]
     ) -> Response[str]:
-        resources: Resources = state.resources
-        jobs = JobStore(resources.redis, resources.keys)
-        job = await jobs.get_for_tenant(tenant, job_id)
-        points = await jobs.metrics(job_id)
-        title = job.get("fine_tuned_model") or f"{job_id} ({job['status']})"
+        job = await resources.jobs.get_for_tenant(tenant, job_id)
+        points = await resources.jobs.metrics(job_id)
+        title = public_job(job).fine_tuned_model or f"{job_id} ({job.status})"
         return Response(
             loss_curve_svg(points, title=title),
             media_type="image/svg+xml",
             headers={
-                "Cache-Control": "no-store" if not is_terminal(job["status"]) else "max-age=3600"
+                "Cache-Control": "no-store" if not is_terminal(job.status) else "max-age=3600"
             },
         )
 
-    async def _act(
-        self, resources: Resources, tenant: Tenant, job_id: FromPath[str], action: str
-    ) -> Job:
-        jobs = JobStore(resources.redis, resources.keys)
-        job = await jobs.get_for_tenant(tenant, job_id)
-        has_upstream = bool((job.get("upstream") or {}).get("job_id"))
-        check_action(job["status"], action, has_upstream=has_upstream)
-        if action == "cancel" and not has_upstream and job["status"] == JobStatus.PENDING:
-            # Nothing exists upstream yet: cancel here and now. The worker re-reads
-            # the job before every upstream call, so it will not create one.
-            job, _ = await jobs.transition(
-                job_id,
-                JobStatus.CANCELLED,
-                "Cancelled before anything was sent to the provider",
-                also=lambda j: j.update(cancel_requested=True),
-            )
-        else:
-
-            def request(j: dict[str, Any]) -> dict[str, Any] | None:
-                if is_terminal(j["status"]):
-                    return None
-                if action == "cancel":
-                    j["cancel_requested"] = True
-                j["requested_action"] = action
-                j["updated_at"] = now_iso()
-                return j
-
-            job = await jobs.update(job_id, request)
-            if is_terminal(job["status"]):
-                raise Conflict(f"The job is already {job['status']}")
-            await resources.redis.set(resources.keys.job_poke(job_id), "1", ex=3600)
-            await tasks.sync_job_now(resources.queue, job_id)
-        return public_job(job)
+    async def _act(self, resources: Injected, tenant: Tenant, job_id: str, action: Action) -> Job:
+        return public_job(await act(resources, tenant, job_id, action))
 
     @post(
         "/{job_id:str}/cancel",
@@ -423,18 +303,18 @@ class JobController(Controller):
         status_code=HTTP_202_ACCEPTED,
         responses=problems(400, 401, 404, 409, 429),
     )
-    async def cancel_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
-        return await self._act(state.resources, tenant, job_id, "cancel")
+    async def cancel_job(self, resources: Injected, tenant: Tenant, job_id: FromPath[str]) -> Job:
+        return await self._act(resources, tenant, job_id, "cancel")
 
     @post(
         "/{job_id:str}/pause",
         operation_id="PauseJob",
-        summary="Pause a running job",
+        summary="Pause a running job (where the provider can)",
         status_code=HTTP_202_ACCEPTED,
         responses=problems(400, 401, 404, 409, 429),
     )
-    async def pause_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
-        return await self._act(state.resources, tenant, job_id, "pause")
+    async def pause_job(self, resources: Injected, tenant: Tenant, job_id: FromPath[str]) -> Job:
+        return await self._act(resources, tenant, job_id, "pause")
 
     @post(
         "/{job_id:str}/resume",
@@ -443,5 +323,5 @@ class JobController(Controller):
         status_code=HTTP_202_ACCEPTED,
         responses=problems(400, 401, 404, 409, 429),
     )
-    async def resume_job(self, state: State, tenant: Tenant, job_id: FromPath[str]) -> Job:
-        return await self._act(state.resources, tenant, job_id, "resume")
+    async def resume_job(self, resources: Injected, tenant: Tenant, job_id: FromPath[str]) -> Job:
+        return await self._act(resources, tenant, job_id, "resume")

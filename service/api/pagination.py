@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -22,18 +22,18 @@ class ListResponse(BaseModel, Generic[T]):
     has_more: bool
 
 
-Record = dict[str, Any]
+R = TypeVar("R")
 FILTER_BATCH = 100
 
 
 async def walk_newest_first(
     fetch_ids: Callable[[int, str | None], Awaitable[Page]],
-    load: Callable[[list[str]], Awaitable[list[Record]]],
-    keep: Callable[[Record], bool] | None,
+    load: Callable[[list[str]], Awaitable[list[R]]],
+    keep: Callable[[R], bool] | None,
     *,
     limit: int,
     after: str | None,
-) -> tuple[list[Record], bool]:
+) -> tuple[list[R], bool]:
     """One page of an index, newest first, keeping only records that pass `keep`.
 
     Without a filter it reads exactly one page. With one it reads ahead in
@@ -43,7 +43,7 @@ async def walk_newest_first(
     if keep is None:
         page = await fetch_ids(limit, after)
         return await load(page.ids), page.has_more
-    found: list[Record] = []
+    found: list[R] = []
     cursor = after
     while True:
         page = await fetch_ids(max(limit, FILTER_BATCH), cursor)

@@ -243,6 +243,7 @@ _COMMON = {
     400: ("The request is malformed", "body.model: Field required"),
     401: ("Missing or unknown API key", "Send Authorization: Bearer <key>"),
     404: ("No such resource for this tenant", "No dataset ds_123 for this tenant"),
+    408: ("The body arrived too slowly", "The request body stalled (nothing for 30 s)"),
     409: ("The resource is in a state that forbids this", "Job job_123 is running"),
     413: ("The body is too large", "The request body is larger than this route accepts"),
     415: ("The body's media type is not accepted", "Send multipart/form-data or application/json"),

@@ -6,23 +6,17 @@ lowered so that large ones see about 25,000 (at least 1 epoch). Billed tokens
 are epochs times the sum over examples of min(limit, tokens of the example),
 because the provider truncates long examples instead of billing them whole.
 
-Prices come from a dated table file (`service/data/prices-*.json`), so a
-price change is a data change with a date on it, never a code change.
+Prices come with the model's catalog entry, from a dated table file
+(`service/data/prices-*.json`), so a price change is a data change with a
+date on it, never a code change.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any
 
-from service.domain.tokens import DATA_DIR, ModelSpec
-
-DEFAULT_PRICE_TABLE_PATH = DATA_DIR / "prices-2026-11-01.json"
+from service.domain.catalog import ModelSpec
 
 TARGET_EXAMPLES_SEEN_MIN = 100
 TARGET_EXAMPLES_SEEN_MAX = 25_000
@@ -34,61 +28,6 @@ MIN_AUTO_EPOCHS = 1
 # 0.2% of the examples, at least 1 and at most 256; steps are only an estimate.
 AUTO_BATCH_FRACTION = 0.002
 MAX_BATCH_SIZE = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPrice:
-    """USD per 1M tokens for one base model."""
-
-    training: float
-    input: float | None
-    cached_input: float | None
-    output: float | None
-
-
-@dataclass(frozen=True)
-class PriceTable:
-    as_of: str
-    source: str
-    currency: str
-    models: Mapping[str, ModelPrice]
-
-    def price_for(self, base_model: str) -> ModelPrice | None:
-        return self.models.get(base_model)
-
-
-def load_price_table(path: Path | None = None) -> PriceTable:
-    """Read a price table; the packaged one is cached after the first read."""
-    if path is None:
-        return _packaged_price_table()
-    return _parse_price_table(json.loads(path.read_text(encoding="utf-8")))
-
-
-@cache
-def _packaged_price_table() -> PriceTable:
-    return _parse_price_table(json.loads(DEFAULT_PRICE_TABLE_PATH.read_text(encoding="utf-8")))
-
-
-def _optional_price(entry: Mapping[str, Any], key: str) -> float | None:
-    value = entry.get(key)
-    return None if value is None else float(value)
-
-
-def _parse_price_table(raw: Mapping[str, Any]) -> PriceTable:
-    return PriceTable(
-        as_of=str(raw["as_of"]),
-        source=str(raw["source"]),
-        currency=str(raw.get("currency", "USD")),
-        models={
-            name: ModelPrice(
-                training=float(entry["training"]),
-                input=_optional_price(entry, "input"),
-                cached_input=_optional_price(entry, "cached_input"),
-                output=_optional_price(entry, "output"),
-            )
-            for name, entry in raw["models"].items()
-        },
-    )
 
 
 def default_epochs(example_count: int) -> int:
@@ -130,15 +69,14 @@ def estimate_training(
     spec: ModelSpec,
     example_count: int,
     billed_tokens_per_epoch: int,
-    prices: PriceTable,
     n_epochs: int | None = None,
     batch_size: int | None = None,
 ) -> Estimate:
     """Estimate a job. `billed_tokens_per_epoch` is Σ min(limit, tokens of example).
 
     `n_epochs` / `batch_size` override the automatic choices (what a job
-    request's hyperparameters would set). The cost is None when the table has
-    no price for the base model.
+    request's hyperparameters would set). The cost is None when the catalog
+    has no price for the base model.
     """
     if n_epochs is not None and n_epochs < 1:
         raise ValueError("n_epochs must be at least 1")
@@ -148,8 +86,8 @@ def estimate_training(
     batch = batch_size if batch_size is not None else default_batch_size(example_count)
     steps = math.ceil(example_count / batch) * epochs
     billed = epochs * billed_tokens_per_epoch
-    price = prices.price_for(spec.base_model)
-    cost = None if price is None else round(billed / 1_000_000 * price.training, 6)
+    price = spec.price
+    cost = None if price is None else round(billed / 1_000_000 * price.training_per_million, 6)
     return Estimate(
         model=spec.base_model,
         n_epochs=epochs,
@@ -159,9 +97,9 @@ def estimate_training(
         steps=steps,
         billed_tokens_per_epoch=billed_tokens_per_epoch,
         billed_tokens=billed,
-        training_price_per_million=None if price is None else price.training,
+        training_price_per_million=None if price is None else price.training_per_million,
         cost_usd=cost,
-        currency=prices.currency,
-        price_table_as_of=prices.as_of,
-        price_source=prices.source,
+        currency=price.currency if price else "USD",
+        price_table_as_of=price.as_of if price else "",
+        price_source=price.source if price else "no price is known for this model",
     )

@@ -25,156 +25,26 @@ models, `cl100k_base` for gpt-3.5-turbo and gpt-4. Texts are encoded with
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import tiktoken
+
+from service.domain.catalog import Counting
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 TOKENS_PER_CONVERSATION = 3
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_MODEL_TABLE_PATH = DATA_DIR / "models.json"
 KNOWN_ENCODINGS = ("o200k_base", "cl100k_base")
+# A tokenizer name with this prefix is a Hugging Face `tokenizer.json` on disk.
+HF_PREFIX = "hf:"
 
 # Texts shorter than this are not worth a thread hand-off: the per-item
 # overhead of an executor is larger than encoding them.
 _MIN_TEXTS_FOR_THREADS = 2048
-
-
-class UnknownModelError(ValueError):
-    """The target model is not in the model table, so its tokenizer is unknown."""
-
-    def __init__(self, model: str) -> None:
-        super().__init__(
-            f"Unknown model {model!r}: its tokenizer and example token limit are not known. "
-            "Use a fine-tunable snapshot such as gpt-4o-mini-2024-07-18."
-        )
-        self.model = model
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """What counting and pricing need to know about one target model."""
-
-    requested: str
-    base_model: str
-    encoding: str
-    example_token_limit: int
-    limit_confirmed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Family:
-    prefix: str
-    encoding: str
-    example_token_limit: int
-    limit_confirmed: bool
-
-
-@dataclass(frozen=True)
-class ModelTable:
-    """Snapshots, their aliases and prefix families, loaded from `models.json`."""
-
-    snapshots: Mapping[str, ModelSpec]
-    aliases: Mapping[str, str]
-    families: tuple[_Family, ...]
-
-    def resolve(self, model: str) -> ModelSpec:
-        """The spec for a snapshot, alias, family member or tuned model (`ft:` or Azure)."""
-        base = base_model_of(model)
-        snapshot = self.aliases.get(base, base)
-        spec = self.snapshots.get(snapshot)
-        if spec is not None:
-            return ModelSpec(
-                requested=model,
-                base_model=snapshot,
-                encoding=spec.encoding,
-                example_token_limit=spec.example_token_limit,
-                limit_confirmed=spec.limit_confirmed,
-            )
-        # Longest matching prefix wins, so "gpt-4o" beats "gpt-4-" style families.
-        for family in sorted(self.families, key=lambda f: len(f.prefix), reverse=True):
-            if snapshot.startswith(family.prefix):
-                return ModelSpec(
-                    requested=model,
-                    base_model=snapshot,
-                    encoding=family.encoding,
-                    example_token_limit=family.example_token_limit,
-                    limit_confirmed=family.limit_confirmed,
-                )
-        raise UnknownModelError(model)
-
-
-_AZURE_TUNED = re.compile(r"^(?P<base>.+?)\.ft-[0-9a-f]+$")
-
-
-def base_model_of(model: str) -> str:
-    """The base model a tuned model was trained from; other names pass through.
-
-    OpenAI: `ft:<base>:<org>:<suffix>:<id>` (checkpoints add `:ckpt-step-N`).
-    Azure OpenAI: `<base>.ft-<hex>`.
-    """
-    model = model.strip()
-    if model.startswith("ft:"):
-        parts = model.split(":")
-        return parts[1] if len(parts) > 1 and parts[1] else model
-    azure = _AZURE_TUNED.match(model)
-    if azure is not None:
-        return azure.group("base")
-    return model
-
-
-def load_model_table(path: Path | None = None) -> ModelTable:
-    """Read a model table; the packaged one is cached after the first read."""
-    if path is None:
-        return _packaged_model_table()
-    return _parse_model_table(json.loads(path.read_text(encoding="utf-8")))
-
-
-@cache
-def _packaged_model_table() -> ModelTable:
-    return _parse_model_table(json.loads(DEFAULT_MODEL_TABLE_PATH.read_text(encoding="utf-8")))
-
-
-def _parse_model_table(raw: Mapping[str, Any]) -> ModelTable:
-    default_limit = int(raw.get("default_example_token_limit", 65536))
-    snapshots: dict[str, ModelSpec] = {}
-    aliases: dict[str, str] = {}
-    for name, entry in raw["models"].items():
-        encoding = str(entry["encoding"])
-        if encoding not in KNOWN_ENCODINGS:
-            raise ValueError(f"model table: {name} names unknown encoding {encoding!r}")
-        snapshots[name] = ModelSpec(
-            requested=name,
-            base_model=name,
-            encoding=encoding,
-            example_token_limit=int(entry.get("example_token_limit", default_limit)),
-            limit_confirmed=bool(entry.get("limit_confirmed", False)),
-        )
-        for alias in entry.get("aliases", []):
-            aliases[str(alias)] = name
-    families = tuple(
-        _Family(
-            prefix=str(entry["prefix"]),
-            encoding=str(entry["encoding"]),
-            example_token_limit=int(entry.get("example_token_limit", default_limit)),
-            limit_confirmed=bool(entry.get("limit_confirmed", False)),
-        )
-        for entry in raw.get("families", [])
-    )
-    return ModelTable(snapshots=snapshots, aliases=aliases, families=families)
-
-
-def resolve_model(model: str, table: ModelTable | None = None) -> ModelSpec:
-    """Resolve an alias, snapshot or tuned model name against the (packaged) table."""
-    return (table or load_model_table()).resolve(model)
 
 
 def get_encoding(name: str) -> tiktoken.Encoding:
@@ -217,7 +87,9 @@ def content_texts(content: object) -> Iterator[str]:
 
 
 def example_texts(
-    messages: Sequence[Mapping[str, Any]], extras: Sequence[object] = ()
+    messages: Sequence[Mapping[str, Any]],
+    extras: Sequence[object] = (),
+    counting: Counting | None = None,
 ) -> tuple[list[str], list[bool], int]:
     """The texts to encode for one conversation, which of them are trained on, and the
     conversation's fixed overhead in tokens.
@@ -227,17 +99,22 @@ def example_texts(
     cookbook reports these as the assistant tokens. `extras` are example-level
     JSON values (tools, functions), counted once each.
     """
+    per_message, per_name, per_conversation = (
+        (counting.per_message, counting.per_name, counting.per_conversation)
+        if counting is not None
+        else (TOKENS_PER_MESSAGE, TOKENS_PER_NAME, TOKENS_PER_CONVERSATION)
+    )
     texts: list[str] = []
     trained: list[bool] = []
-    overhead = TOKENS_PER_CONVERSATION
+    overhead = per_conversation
     for message in messages:
-        overhead += TOKENS_PER_MESSAGE
+        overhead += per_message
         learns = message.get("role") == "assistant" and message.get("weight", 1) != 0
         for key, value in message.items():
             if key == "weight" or value is None:
                 continue
             if key == "name":
-                overhead += TOKENS_PER_NAME
+                overhead += per_name
             if key == "content":
                 before = len(texts)
                 texts.extend(content_texts(value))
@@ -263,16 +140,21 @@ def count_message_tokens(
 
 
 @cache
-def token_counter(encoding_name: str) -> Callable[[str], int]:
-    """A function giving the number of tokens of a text, as len(encode_ordinary(text)).
+def token_counter(tokenizer: str) -> Callable[[str], int]:
+    """A function giving the number of tokens of a text without special tokens.
 
-    tiktoken's `encode_ordinary` turns every token into a Python int in a new
-    list, which costs about as much as the encoding itself for long texts.
-    The buffer that `encode_to_numpy` uses internally avoids that; when this
-    tiktoken version lacks it, the public method is used. Tests check that
-    both give the same counts.
+    `tokenizer` is a tiktoken encoding name, or `hf:<path to tokenizer.json>`
+    for an open-weight model (read with the `tokenizers` library; no torch).
+
+    For tiktoken this is len(encode_ordinary(text)), which turns every token
+    into a Python int in a new list and costs about as much as the encoding
+    itself for long texts; the buffer that `encode_to_numpy` uses internally
+    avoids that. When this tiktoken version lacks it, the public method is
+    used. Tests check that both give the same counts.
     """
-    encoding = get_encoding(encoding_name)
+    if tokenizer.startswith(HF_PREFIX):
+        return _hf_counter(tokenizer.removeprefix(HF_PREFIX))
+    encoding = get_encoding(tokenizer)
     core = getattr(encoding, "_core_bpe", None)
     to_buffer = getattr(core, "encode_to_tiktoken_buffer", None)
     encode = encoding.encode_ordinary
@@ -290,14 +172,25 @@ def token_counter(encoding_name: str) -> Callable[[str], int]:
     return count
 
 
-def encoded_lengths(texts: Sequence[str], encoding_name: str, threads: int = 1) -> list[int]:
+def _hf_counter(path: str) -> Callable[[str], int]:
+    from tokenizers import Tokenizer  # only open-weight models need it
+
+    loaded = Tokenizer.from_file(path)
+
+    def count(text: str) -> int:
+        return len(loaded.encode(text, add_special_tokens=False).ids)
+
+    return count
+
+
+def encoded_lengths(texts: Sequence[str], tokenizer: str, threads: int = 1) -> list[int]:
     """Token lengths of many texts; with threads > 1 the texts are split into slices.
 
     tiktoken releases the GIL while it encodes, so threads help inside one
     process. Each thread gets one contiguous slice instead of one task per
     text: per-task executor overhead would cost more than encoding a short text.
     """
-    count = token_counter(encoding_name)
+    count = token_counter(tokenizer)
     if threads <= 1 or len(texts) < _MIN_TEXTS_FOR_THREADS:
         return [count(text) for text in texts]
     size = -(-len(texts) // threads)

@@ -12,7 +12,9 @@ import base64
 import hashlib
 import hmac
 import secrets
-from typing import Any
+from collections.abc import Sequence
+
+from service.domain.records import SigningSecret
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
@@ -47,25 +49,25 @@ def headers(secrets_: list[str], message_id: str, timestamp: int, body: bytes) -
     }
 
 
-def active_secrets(entries: list[dict[str, Any]], now: float) -> list[str]:
+def active_secrets(entries: Sequence[SigningSecret], now: float) -> list[str]:
     """The secrets that still sign: the current one and any inside its rotation overlap."""
-    return [
-        entry["secret"]
-        for entry in entries
-        if entry.get("expires_at") is None or float(entry["expires_at"]) > now
-    ]
+    return [e.secret for e in entries if e.expires_at is None or e.expires_at > now]
 
 
 def rotated(
-    entries: list[dict[str, Any]], new: str, now: float, overlap_seconds: float
-) -> list[dict[str, Any]]:
+    entries: Sequence[SigningSecret], new: str, now: float, overlap_seconds: float
+) -> list[SigningSecret]:
     """`new` first; the secrets still active keep signing for `overlap_seconds` more."""
     kept = [
-        {**entry, "expires_at": entry.get("expires_at") or now + overlap_seconds}
-        for entry in entries
-        if entry.get("expires_at") is None or float(entry["expires_at"]) > now
+        SigningSecret(
+            secret=e.secret,
+            created_at=e.created_at,
+            expires_at=e.expires_at if e.expires_at is not None else now + overlap_seconds,
+        )
+        for e in entries
+        if e.expires_at is None or e.expires_at > now
     ]
-    return [{"secret": new, "created_at": now, "expires_at": None}, *kept]
+    return [SigningSecret(secret=new, created_at=now), *kept]
 
 
 def is_valid_secret(secret: str) -> bool:

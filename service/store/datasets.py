@@ -12,10 +12,11 @@ the delete finds the dataset gone instead of bringing it back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from redis.asyncio import Redis
 
+from service.domain.records import Dataset
 from service.errors import NotFound
 from service.store.keys import Keys
 from service.store.records import (
@@ -29,11 +30,11 @@ from service.store.records import (
     create_records,
     creation_score,
     delete_record,
-    dumps,
     get_record,
     get_records,
-    loads,
     page_ids,
+    parse,
+    serialize,
     update_record,
 )
 
@@ -45,54 +46,46 @@ class DatasetStore:
         self.redis = redis
         self.keys = keys
 
-    def _index_ops(self, records: Sequence[dict[str, Any]]) -> list[Op]:
+    def _index_ops(self, records: Sequence[Dataset]) -> list[Op]:
         score = creation_score()
         ops: list[Op] = []
         for offset, record in enumerate(records):
             # A split's validation part sorts just after its training part.
-            ops.append(
-                (
-                    "ZADD",
-                    self.keys.datasets_by_tenant(record["tenant"]),
-                    score - offset * 1e-6,
-                    record["id"],
-                )
-            )
-            if record["status"] == VALIDATING:
-                ops.append(("SADD", self.keys.validating_datasets, record["id"]))
+            index = self.keys.datasets_by_tenant(record.tenant)
+            ops.append(("ZADD", index, score - offset * 1e-6, record.id))
+            if record.status == VALIDATING:
+                ops.append(("SADD", self.keys.validating_datasets, record.id))
         return ops
 
-    async def create(self, *records: dict[str, Any]) -> None:
+    async def create(self, *records: Dataset) -> None:
         """Store one or more new datasets (a split stores two) in one atomic write."""
         await create_records(
-            self.redis,
-            [(self.keys.dataset(r["id"]), r) for r in records],
-            self._index_ops(records),
+            self.redis, [(self.keys.dataset(r.id), r) for r in records], self._index_ops(records)
         )
 
-    async def get(self, dataset_id: str) -> dict[str, Any] | None:
-        return await get_record(self.redis, self.keys.dataset(dataset_id))
+    async def get(self, dataset_id: str) -> Dataset | None:
+        return await get_record(self.redis, self.keys.dataset(dataset_id), Dataset)
 
-    async def get_for_tenant(self, tenant: str, dataset_id: str) -> dict[str, Any]:
+    async def get_for_tenant(self, tenant: str, dataset_id: str) -> Dataset:
         record = await self.get(dataset_id)
-        if record is None or record.get("tenant") != tenant:
+        if record is None or record.tenant != tenant:
             raise NotFound(f"No dataset {dataset_id} for this tenant")
         return record
 
-    async def update(
-        self, dataset_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
+    async def update(self, dataset_id: str, change: Callable[[Dataset], Dataset | None]) -> Dataset:
         """Compare-and-set; raises RecordGone if the dataset was deleted."""
 
-        def index(record: dict[str, Any]) -> list[Op]:
-            if record["status"] == VALIDATING:
+        def index(record: Dataset) -> list[Op]:
+            if record.status == VALIDATING:
                 return []
             return [("SREM", self.keys.validating_datasets, dataset_id)]
 
-        return await update_record(self.redis, self.keys.dataset(dataset_id), change, extra=index)
+        return await update_record(
+            self.redis, self.keys.dataset(dataset_id), Dataset, change, extra=index
+        )
 
     async def finish_validation(
-        self, dataset_id: str, records: Sequence[dict[str, Any]]
+        self, dataset_id: str, records: Sequence[Dataset]
     ) -> Literal["finished", "deleted", "already_final"]:
         """Replace a `validating` dataset by its final record(s) (a split adds the
         validation part), atomically. Nothing is written when the dataset was
@@ -101,13 +94,13 @@ class DatasetStore:
         primary, *others = records
         while True:
             raw = await self.redis.get(key)
-            current = loads(raw)
+            current = parse(Dataset, raw)
             if raw is None or current is None:
                 return "deleted"
-            if current["status"] != VALIDATING:
+            if current.status != VALIDATING:
                 return "already_final"
-            writes = [Write(key, raw, dumps(primary))]
-            writes += [Write(self.keys.dataset(o["id"]), ABSENT, dumps(o)) for o in others]
+            writes = [Write(key, raw, serialize(primary))]
+            writes += [Write(self.keys.dataset(o.id), ABSENT, serialize(o)) for o in others]
             ops = self._index_ops(others)
             ops.append(("SREM", self.keys.validating_datasets, dataset_id))
             try:
@@ -123,27 +116,27 @@ class DatasetStore:
             self.redis, self.keys.datasets_by_tenant(tenant), limit=limit, after=after
         )
 
-    async def many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        return await get_records(self.redis, [self.keys.dataset(i) for i in ids])
+    async def many(self, ids: Iterable[str]) -> list[Dataset]:
+        return await get_records(self.redis, [self.keys.dataset(i) for i in ids], Dataset)
 
     async def validating_ids(self) -> set[str]:
         return set(await self.redis.smembers(self.keys.validating_datasets))
 
     async def delete(
-        self, dataset_id: str, check: Callable[[dict[str, Any]], None] | None = None
-    ) -> dict[str, Any]:
+        self, dataset_id: str, check: Callable[[Dataset], None] | None = None
+    ) -> Dataset:
         """Leave a tombstone in the dataset's place; `check` may refuse on the current
         record. Returns the deleted record; NotFound when there is none."""
 
-        def unindex(record: dict[str, Any]) -> list[Op]:
+        def unindex(record: Dataset) -> list[Op]:
             return [
-                ("ZREM", self.keys.datasets_by_tenant(record["tenant"]), dataset_id),
+                ("ZREM", self.keys.datasets_by_tenant(record.tenant), dataset_id),
                 ("SREM", self.keys.validating_datasets, dataset_id),
             ]
 
         try:
             return await delete_record(
-                self.redis, self.keys.dataset(dataset_id), check, ops=unindex
+                self.redis, self.keys.dataset(dataset_id), Dataset, check, ops=unindex
             )
         except RecordGone:
             raise NotFound(f"No dataset {dataset_id} for this tenant") from None

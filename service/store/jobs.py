@@ -1,24 +1,31 @@
 """Jobs in Redis: the record, its timeline, metrics and checkpoints.
 
-- `fts:job:{id}`: the job as JSON (our status beside the provider's).
+- `fts:job:{id}`: the job (`service.domain.records.Job`), our status beside the provider's.
 - `fts:job:{id}:events`: the timeline, oldest first (a list), with
   `…:event-ids` (a hash id -> position) that both dedupes provider events
   and lets `after=<id>` cursors find their place.
-- `fts:job:{id}:metrics`: one JSON entry per training step.
+- `fts:job:{id}:metrics-by-step`: hash of step -> metrics JSON.
 - `fts:job:{id}:checkpoints`: hash of checkpoint id -> JSON.
 - `fts:jobs:active`: ids of every non-terminal job (what the reconciler walks).
+- `fts:job:{id}:poke`: set when something (a provider webhook, an action)
+  wants the job synced now; the next write of a sync step consumes it.
+
+A sync step writes everything it learned in one atomic script (`apply`): the
+job compared-and-set against the bytes it read, new timeline entries (each
+id once), metrics, checkpoints and indexes, in a single round trip.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
-from service.domain.jobs import JobStatus, can_move, is_terminal
+from service.domain.jobs import JobStatus, TimelineEntry, is_terminal
+from service.domain.records import Job, JobCheckpoint, JobEvent
 from service.errors import MalformedRequest, NotFound
 from service.store.keys import Keys
 from service.store.records import (
@@ -29,101 +36,138 @@ from service.store.records import (
     dumps,
     get_record,
     get_records,
-    new_id,
-    now_iso,
     page_ids,
+    parse,
+    serialize,
     update_record,
 )
 
-# Append events exactly once: an id already in the index hash is skipped, so a
-# sync that runs twice (or after a crash) never duplicates the timeline.
-_APPEND_EVENTS = """
+# KEYS: job, event ids, events, metrics, checkpoints, poke, then the index keys.
+# ARGV: expected job ('' to skip the check), new job ('' to leave it), number of
+# entries, per entry (id, event JSON or '', step, metrics JSON or ''), number of
+# checkpoints, per checkpoint (id, JSON), then index operations (command, key
+# index, argc, args). An entry is added once per id. Its metrics are stored by
+# step: a provider event's overwrite, an entry without an event (a results-file
+# row) only fills a step no event gave.
+# Returns {status, entries added, checkpoints added, poked}: status 0 on
+# success, 1 when the job changed since it was read (nothing written).
+_APPLY = """
+if ARGV[1] ~= '' then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {1, 0, 0, 0} end
+end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+local p = 3
+local entries = tonumber(ARGV[p])
 local added = 0
-for i = 1, #ARGV, 3 do
-  local id = ARGV[i]
-  if redis.call('HEXISTS', KEYS[1], id) == 0 then
-    local length = redis.call('RPUSH', KEYS[2], ARGV[i + 1])
-    redis.call('HSET', KEYS[1], id, length - 1)
-    if ARGV[i + 2] ~= '' then
-      redis.call('RPUSH', KEYS[3], ARGV[i + 2])
+for i = 1, entries do
+  local id, event, step, metrics = ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], ARGV[p + 4]
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then
+    local position = -1
+    if event ~= '' then position = redis.call('RPUSH', KEYS[3], event) - 1 end
+    redis.call('HSET', KEYS[2], id, position)
+    if metrics ~= '' then
+      if event ~= '' then
+        redis.call('HSET', KEYS[4], step, metrics)
+      else
+        redis.call('HSETNX', KEYS[4], step, metrics)
+      end
     end
     added = added + 1
   end
+  p = p + 4
 end
-return added
+p = p + 1
+local checkpoints = tonumber(ARGV[p])
+local new_checkpoints = 0
+for i = 1, checkpoints do
+  new_checkpoints = new_checkpoints + redis.call('HSETNX', KEYS[5], ARGV[p + 1], ARGV[p + 2])
+  p = p + 2
+end
+p = p + 1
+while p <= #ARGV do
+  local argc = tonumber(ARGV[p + 2])
+  local call = {ARGV[p], KEYS[tonumber(ARGV[p + 1])]}
+  for j = 1, argc do call[#call + 1] = ARGV[p + 2 + j] end
+  redis.call(unpack(call))
+  p = p + 3 + argc
+end
+local poked = redis.call('DEL', KEYS[6])
+return {0, added, new_checkpoints, poked}
 """
+POKE_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    """One event for the timeline; `metrics` set for a training-step event."""
+class JobSnapshot:
+    """A job as read, with the exact bytes: the base of a compare-and-set."""
 
-    id: str
-    record: dict[str, Any]
-    metrics: dict[str, Any] | None = None
-
-
-def service_event(
-    job_id: str,
-    message: str,
-    *,
-    kind: str = "message",
-    level: str = "info",
-    data: dict[str, Any] | None = None,
-) -> TimelineEntry:
-    """An event the service itself writes on a job's timeline."""
-    event_id = new_id("evt")
-    return TimelineEntry(
-        id=event_id,
-        record={
-            "id": event_id,
-            "object": "job.event",
-            "job_id": job_id,
-            "created_at": now_iso(),
-            "source": "service",
-            "type": kind,
-            "level": level,
-            "message": message,
-            "data": data,
-        },
-    )
+    raw: str
+    job: Job
 
 
-def transition_event(job_id: str, old: str | None, new: str, message: str) -> TimelineEntry:
-    return service_event(job_id, message, kind="status", data={"from": old, "to": new})
+@dataclass(slots=True)
+class ApplyResult:
+    written: bool
+    entries_added: int = 0
+    checkpoints_added: int = 0
+    poked: bool = False
 
 
-def final_event(status: str) -> str:
-    return f"job.{status}"
+@dataclass(slots=True)
+class Changes:
+    """What one sync step learned, written together by `JobStore.apply`."""
+
+    job: Job | None = None
+    entries: list[TimelineEntry] = field(default_factory=list)
+    checkpoints: list[JobCheckpoint] = field(default_factory=list)
 
 
 class JobStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._append = redis.register_script(_APPEND_EVENTS)
+        self._apply = redis.register_script(_APPLY)
 
-    async def create(self, job: dict[str, Any]) -> None:
-        first = transition_event(job["id"], None, job["status"], "Job accepted")
+    def _indexes(self, job: Job) -> list[Op]:
+        ops: list[Op] = []
+        # A finished job stays "active" until its final webhook event exists, so the
+        # reconciler revisits a job whose worker died between the two steps.
+        if is_terminal(job.status) and f"job.{job.status}" in job.announced:
+            ops.append(("SREM", self.keys.active_jobs, job.id))
+        if job.fine_tuned_model and job.status == JobStatus.SUCCEEDED:
+            models = self.keys.tenant_models(job.tenant)
+            ops.append(("HSET", models, job.fine_tuned_model, job.provider))
+        if job.upstream.job_id:
+            ops.append(
+                ("SET", self.keys.job_by_upstream(job.provider, job.upstream.job_id), job.id)
+            )
+        return ops
+
+    async def create(self, job: Job, first: TimelineEntry) -> None:
         score = creation_score()
         ops: list[Op] = [
-            ("ZADD", self.keys.jobs_by_tenant(job["tenant"]), score, job["id"]),
-            ("ZADD", self.keys.jobs_by_dataset(job["dataset_id"]), score, job["id"]),
-            ("SADD", self.keys.active_jobs, job["id"]),
+            ("ZADD", self.keys.jobs_by_tenant(job.tenant), score, job.id),
+            ("ZADD", self.keys.jobs_by_dataset(job.dataset_id), score, job.id),
+            ("SADD", self.keys.active_jobs, job.id),
         ]
-        if job.get("validation_dataset_id"):
+        if job.validation_dataset_id:
             ops.append(
-                ("ZADD", self.keys.jobs_by_dataset(job["validation_dataset_id"]), score, job["id"])
+                ("ZADD", self.keys.jobs_by_dataset(job.validation_dataset_id), score, job.id)
             )
-        await create_records(self.redis, [(self.keys.job(job["id"]), job)], ops)
-        await self.append_events(job["id"], [first])
+        await create_records(self.redis, [(self.keys.job(job.id), job)], ops)
+        await self.apply(job.id, None, Changes(entries=[first]))
 
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        return await get_record(self.redis, self.keys.job(job_id))
+    async def get(self, job_id: str) -> Job | None:
+        return await get_record(self.redis, self.keys.job(job_id), Job)
 
-    async def get_for_tenant(self, tenant: str, job_id: str) -> dict[str, Any]:
+    async def read(self, job_id: str) -> JobSnapshot | None:
+        raw = await self.redis.get(self.keys.job(job_id))
+        job = parse(Job, raw)
+        return None if raw is None or job is None else JobSnapshot(raw, job)
+
+    async def get_for_tenant(self, tenant: str, job_id: str) -> Job:
         job = await self.get(job_id)
-        if job is None or job.get("tenant") != tenant:
+        if job is None or job.tenant != tenant:
             raise NotFound(f"No job {job_id} for this tenant")
         return job
 
@@ -132,93 +176,70 @@ class JobStore:
             self.redis, self.keys.jobs_by_tenant(tenant), limit=limit, after=after
         )
 
-    async def many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        return await get_records(self.redis, [self.keys.job(i) for i in ids])
+    async def many(self, ids: Iterable[str]) -> list[Job]:
+        return await get_records(self.redis, [self.keys.job(i) for i in ids], Job)
 
     async def active_ids(self) -> set[str]:
         return set(await self.redis.smembers(self.keys.active_jobs))
 
-    async def update(
-        self, job_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
-        """Atomic read-modify-write; keeps the active set and upstream index in step."""
+    async def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
+        """Compare-and-set read-modify-write (for the API's actions); keeps indexes in step."""
+        return await update_record(
+            self.redis, self.keys.job(job_id), Job, change, extra=self._indexes
+        )
 
-        def indexes(job: dict[str, Any]) -> list[Op]:
-            ops: list[Op] = []
-            # A finished job stays "active" until its final webhook event exists, so the
-            # reconciler revisits a job whose worker died between the two steps.
-            if is_terminal(job["status"]) and final_event(job["status"]) in job.get(
-                "announced", []
-            ):
-                ops.append(("SREM", self.keys.active_jobs, job_id))
-            if job.get("fine_tuned_model"):
-                models = self.keys.tenant_models(job["tenant"])
-                ops.append(("SADD", models, job["fine_tuned_model"]))
-            upstream_id = (job.get("upstream") or {}).get("job_id")
-            if upstream_id:
-                ops.append(("SET", self.keys.job_by_upstream(upstream_id), job_id))
-            return ops
-
-        return await update_record(self.redis, self.keys.job(job_id), change, extra=indexes)
-
-    async def transition(
-        self,
-        job_id: str,
-        new: JobStatus,
-        message: str,
-        *,
-        also: Callable[[dict[str, Any]], None] | None = None,
-    ) -> tuple[dict[str, Any], bool]:
-        """Move to `new` if allowed (terminal is final) and record the event.
-
-        Returns the job and whether it moved.
-        """
-        moved: list[str] = []
-
-        def change(job: dict[str, Any]) -> dict[str, Any] | None:
-            if not can_move(job["status"], new):
-                if also is None:
-                    return None
-                also(job)
-                job["updated_at"] = now_iso()
-                return job
-            moved.append(job["status"])
-            job["status"] = new.value
-            job["updated_at"] = now_iso()
-            if is_terminal(new):
-                job["finished_at"] = job.get("finished_at") or now_iso()
-            if also is not None:
-                also(job)
-            return job
-
-        job = await self.update(job_id, change)
-        if moved:
-            await self.append_events(job_id, [transition_event(job_id, moved[0], new, message)])
-        return job, bool(moved)
-
-    async def append_events(self, job_id: str, entries: list[TimelineEntry]) -> int:
-        if not entries:
-            return 0
-        argv: list[str] = []
-        for entry in entries:
-            argv += [entry.id, dumps(entry.record), dumps(entry.metrics) if entry.metrics else ""]
+    async def apply(self, job_id: str, base: JobSnapshot | None, changes: Changes) -> ApplyResult:
+        """Write a sync step's findings at once. With `base`, the job is written only
+        if it still holds `base.raw` (else nothing is, and `written` is False)."""
         keys = [
+            self.keys.job(job_id),
             self.keys.job_event_ids(job_id),
             self.keys.job_events(job_id),
             self.keys.job_metrics(job_id),
+            self.keys.job_checkpoints(job_id),
+            self.keys.job_poke(job_id),
         ]
-        return int(await self._append(keys=keys, args=argv))
+        argv: list[str | int | float] = [
+            base.raw if base is not None else "",
+            serialize(changes.job) if changes.job is not None else "",
+            len(changes.entries),
+        ]
+        for entry in changes.entries:
+            argv += [
+                entry.id,
+                entry.event.model_dump_json() if entry.event is not None else "",
+                int(entry.metrics["step"]) if entry.metrics else 0,
+                dumps(dict(entry.metrics)) if entry.metrics else "",
+            ]
+        argv.append(len(changes.checkpoints))
+        for checkpoint in changes.checkpoints:
+            argv += [checkpoint.id, checkpoint.model_dump_json()]
+        for command, key, *arguments in self._indexes(changes.job) if changes.job else []:
+            key = str(key)
+            if key not in keys:
+                keys.append(key)
+            argv += [str(command), keys.index(key) + 1, len(arguments), *arguments]
+        status, added, new_checkpoints, poked = await self._apply(
+            keys=keys, args=[str(a) for a in argv]
+        )
+        if int(status):
+            return ApplyResult(written=False)
+        return ApplyResult(True, int(added), int(new_checkpoints), bool(int(poked)))
+
+    async def poke(self, job_id: str) -> None:
+        """Ask for a sync now; a step that is running sees it when it writes."""
+        await self.redis.set(self.keys.job_poke(job_id), "1", ex=POKE_SECONDS)
 
     async def events_page(
         self, job_id: str, *, limit: int, after: str | None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[JobEvent], bool]:
         """Newest first, like every list in the API."""
         key = self.keys.job_events(job_id)
         if after is None:
             end = int(await self.redis.llen(key)) - 1
         else:
             position = await self.redis.hget(self.keys.job_event_ids(job_id), after)
-            if position is None:
+            if position is None or int(position) < 0:
                 raise MalformedRequest(
                     f"after: {after!r} is not an event of this job", code="invalid_cursor"
                 )
@@ -227,38 +248,31 @@ class JobStore:
             return [], False
         start = max(0, end - limit)
         raws = await self.redis.lrange(key, start, end)
-        newest_first = [json.loads(raw) for raw in reversed(raws)]
+        newest_first = [JobEvent.model_validate_json(raw) for raw in reversed(raws)]
         has_more = len(newest_first) > limit
         return newest_first[:limit], has_more
 
     async def metrics(self, job_id: str) -> list[dict[str, Any]]:
-        raws = await self.redis.lrange(self.keys.job_metrics(job_id), 0, -1)
-        by_step: dict[int, dict[str, Any]] = {}
-        for raw in raws:
-            point = json.loads(raw)
-            by_step[int(point["step"])] = point
-        return [by_step[step] for step in sorted(by_step)]
+        by_step = await self.redis.hgetall(self.keys.job_metrics(job_id))
+        return [json.loads(by_step[step]) for step in sorted(by_step, key=int)]
 
-    async def put_checkpoints(self, job_id: str, checkpoints: list[dict[str, Any]]) -> list[str]:
-        """Store checkpoints; returns the ids that were new."""
-        if not checkpoints:
-            return []
-        key = self.keys.job_checkpoints(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for checkpoint in checkpoints:
-                pipe.hsetnx(key, checkpoint["id"], dumps(checkpoint))
-            results = await pipe.execute()
-        return [c["id"] for c, added in zip(checkpoints, results, strict=True) if added]
-
-    async def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+    async def checkpoints(self, job_id: str) -> list[JobCheckpoint]:
         raws = await self.redis.hvals(self.keys.job_checkpoints(job_id))
-        found = [json.loads(raw) for raw in raws]
-        return sorted(found, key=lambda c: c["step_number"], reverse=True)
+        found = [JobCheckpoint.model_validate_json(raw) for raw in raws]
+        return sorted(found, key=lambda c: c.step_number, reverse=True)
 
-    async def uses_of_dataset(self, dataset_id: str) -> list[dict[str, Any]]:
+    async def uses_of_dataset(self, dataset_id: str) -> list[Job]:
         ids = await self.redis.zrange(self.keys.jobs_by_dataset(dataset_id), 0, -1)
         return await self.many(ids)
 
-    async def id_for_upstream(self, upstream_id: str) -> str | None:
-        value = await self.redis.get(self.keys.job_by_upstream(upstream_id))
+    async def tuned_model_provider(self, tenant: str, model: str) -> str | None:
+        """The provider serving one of the tenant's tuned models; None if it has no such model."""
+        value = await self.redis.hget(self.keys.tenant_models(tenant), model)
+        return str(value) if value is not None else None
+
+    async def tuned_models(self, tenant: str) -> dict[str, str]:
+        return dict(await self.redis.hgetall(self.keys.tenant_models(tenant)))
+
+    async def id_for_upstream(self, provider: str, upstream_id: str) -> str | None:
+        value = await self.redis.get(self.keys.job_by_upstream(provider, upstream_id))
         return str(value) if value is not None else None

@@ -18,10 +18,9 @@ class Keys:
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
-    @property
-    def sweep_lock(self) -> str:
-        """Held for an hour by the process that last swept orphaned files."""
-        return f"{self.prefix}:sweep-lock"
+    def turn(self, name: str) -> str:
+        """Held for a while by the one process doing a periodic chore (a file sweep)."""
+        return f"{self.prefix}:turn:{name}"
 
     def ping(self, token: str) -> str:
         return f"{self.prefix}:ping:{token}"
@@ -52,14 +51,15 @@ class Keys:
         return f"{self.prefix}:job:{job_id}:checkpoints"
 
     def job_metrics(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:metrics"
+        return f"{self.prefix}:job:{job_id}:metrics-by-step"
 
     def jobs_by_tenant(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:jobs"
 
     def tenant_models(self, tenant: str) -> str:
-        """Tuned models the tenant's jobs produced (the models it may chat with)."""
-        return f"{self.prefix}:tenant:{tenant}:models"
+        """Tuned models the tenant's jobs produced (the models it may chat with),
+        a hash of model -> the provider that trained (and serves) it."""
+        return f"{self.prefix}:tenant:{tenant}:tuned-models"
 
     def jobs_by_dataset(self, dataset_id: str) -> str:
         return f"{self.prefix}:dataset:{dataset_id}:jobs"
@@ -68,14 +68,12 @@ class Keys:
     def active_jobs(self) -> str:
         return f"{self.prefix}:jobs:active"
 
-    def job_by_upstream(self, upstream_id: str) -> str:
-        return f"{self.prefix}:upstream-job:{upstream_id}"
+    def job_by_upstream(self, provider: str, upstream_id: str) -> str:
+        """Our job id for a provider's job id (provider webhooks name theirs)."""
+        return f"{self.prefix}:upstream-job:{provider}:{upstream_id}"
 
     def job_poke(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:poke"
-
-    def job_lock(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:lock"
 
     # Webhooks
     def endpoint(self, endpoint_id: str) -> str:
@@ -109,8 +107,9 @@ class Keys:
         return f"{self.prefix}:tenant:{tenant}:delivering"
 
     # Idempotency and rate limits
-    def idempotency(self, tenant: str, key: str) -> str:
-        return f"{self.prefix}:idem:{tenant}:{key}"
+    def idempotency_entry(self, scoped_key: str) -> str:
+        """`scoped_key` is tenant:route:Idempotency-Key."""
+        return f"{self.prefix}:idem:{scoped_key}"
 
     def rate(self, tenant: str, window: int) -> str:
         return f"{self.prefix}:rate:{tenant}:{window}"

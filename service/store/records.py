@@ -15,21 +15,21 @@ overwrite a change it did not see: its write fails and it re-reads.
 from __future__ import annotations
 
 import json
-import secrets
-import string
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from service.domain.records import Record
+from service.domain.stamps import now_iso
 from service.errors import MalformedRequest
 
-_ALPHABET = string.ascii_letters + string.digits
+R = TypeVar("R", bound=Record)
+
 MAX_UPDATE_ATTEMPTS = 50
 # A deleted record's key holds a tombstone this long, so writers that read the
 # record before it was deleted find out and stop.
@@ -88,48 +88,41 @@ return 0
 _commit_scripts: weakref.WeakKeyDictionary[Redis, AsyncScript] = weakref.WeakKeyDictionary()
 
 
-def new_id(prefix: str, length: int = 24) -> str:
-    """Opaque, prefixed, random: `job_3Fh…`. 24 base62 chars is ~143 bits."""
-    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso_from_unix(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
-def loads(raw: str | None) -> dict[str, Any] | None:
-    """The record, or None when there is none (absent, or a tombstone)."""
-    if raw is None:
-        return None
-    value = json.loads(raw)
-    if not isinstance(value, dict) or value.get("tombstone"):
-        return None
-    return value
+_TOMBSTONE_PREFIX = '{"tombstone":true'
+
+
+def is_tombstone(raw: str) -> bool:
+    return raw.startswith(_TOMBSTONE_PREFIX)
 
 
 def tombstone(record_id: str) -> str:
-    return dumps({"id": record_id, "tombstone": True, "deleted_at": now_iso()})
+    return dumps({"tombstone": True, "id": record_id, "deleted_at": now_iso()})
 
 
-async def get_record(redis: Redis, key: str) -> dict[str, Any] | None:
-    return loads(await redis.get(key))
+def parse(model: type[R], raw: str | None) -> R | None:
+    """The typed record, or None when there is none (absent, or a tombstone)."""
+    if raw is None or is_tombstone(raw):
+        return None
+    return model.model_validate_json(raw)
 
 
-async def get_records(redis: Redis, keys: list[str]) -> list[dict[str, Any]]:
+def serialize(record: Record) -> str:
+    return record.model_dump_json()
+
+
+async def get_record(redis: Redis, key: str, model: type[R]) -> R | None:
+    return parse(model, await redis.get(key))
+
+
+async def get_records(redis: Redis, keys: list[str], model: type[R]) -> list[R]:
     """Many records in one round trip (MGET), skipping ids that no longer exist."""
     if not keys:
         return []
-    found = [loads(raw) for raw in await redis.mget(keys)]
+    found = [parse(model, raw) for raw in await redis.mget(keys)]
     return [record for record in found if record is not None]
 
 
@@ -210,41 +203,45 @@ async def commit(
 
 async def create_records(
     redis: Redis,
-    records: Sequence[tuple[str, dict[str, Any]]],
+    records: Sequence[tuple[str, Record]],
     ops: Sequence[Op] = (),
     *,
     limits: Sequence[tuple[str, int]] = (),
 ) -> None:
     """Create new records (key, record): fails with WriteConflict if any key is taken,
     by a live record or a tombstone, and with LimitReached past a guard."""
-    writes = [Write(key, ABSENT, dumps(record)) for key, record in records]
+    writes = [Write(key, ABSENT, serialize(record)) for key, record in records]
     await commit(redis, writes, ops, limits=limits)
 
 
 async def update_record(
     redis: Redis,
     key: str,
-    change: Callable[[dict[str, Any]], dict[str, Any] | None],
+    model: type[R],
+    change: Callable[[R], R | None],
     *,
-    extra: Callable[[dict[str, Any]], Sequence[Op]] | None = None,
-) -> dict[str, Any]:
-    """Apply `change` to the current record; it returns the new record or None for
-    "no change". Compare-and-set: if the record changed meanwhile, `change` runs
-    again on the fresh one. Raises RecordGone when there is no record.
+    extra: Callable[[R], Sequence[Op]] | None = None,
+) -> R:
+    """Apply `change` to the current record; it returns the new record (it may change
+    the one it is given) or None for "no change". Compare-and-set: if the record
+    changed meanwhile, `change` runs again on a fresh read. Raises RecordGone when
+    there is no record.
 
     `extra(new_record)` gives index operations committed with the record, so
     the record and its indexes never disagree.
     """
     for _ in range(MAX_UPDATE_ATTEMPTS):
         raw = await redis.get(key)
-        current = loads(raw)
+        current = parse(model, raw)
         if raw is None or current is None:
             raise RecordGone(key)
-        updated = change(dict(current))
+        updated = change(current)
         if updated is None:
-            return current
+            return model.model_validate_json(raw)
         try:
-            await commit(redis, [Write(key, raw, dumps(updated))], extra(updated) if extra else ())
+            await commit(
+                redis, [Write(key, raw, serialize(updated))], extra(updated) if extra else ()
+            )
         except WriteConflict:
             continue
         return updated
@@ -254,20 +251,21 @@ async def update_record(
 async def delete_record(
     redis: Redis,
     key: str,
-    check: Callable[[dict[str, Any]], None] | None = None,
+    model: type[R],
+    check: Callable[[R], None] | None = None,
     *,
-    ops: Callable[[dict[str, Any]], Sequence[Op]] | None = None,
-) -> dict[str, Any]:
+    ops: Callable[[R], Sequence[Op]] | None = None,
+) -> R:
     """Replace the record with a tombstone; `check` may refuse (raise) on the current
     record. Returns the record as it was. Raises RecordGone when there is none."""
     for _ in range(MAX_UPDATE_ATTEMPTS):
         raw = await redis.get(key)
-        current = loads(raw)
+        current = parse(model, raw)
         if raw is None or current is None:
             raise RecordGone(key)
         if check is not None:
             check(current)
-        write = Write(key, raw, tombstone(str(current.get("id", ""))), delete=True)
+        write = Write(key, raw, tombstone(current.id), delete=True)
         try:
             await commit(redis, [write], ops(current) if ops else ())
         except WriteConflict:

@@ -1,10 +1,11 @@
-"""Webhook endpoints and deliveries in Redis.
+"""Webhook endpoints, deliveries and tenants' job webhook secrets in Redis.
 
 - `fts:webhook:{id}`: an endpoint (url, event types, secrets, health).
 - `fts:delivery:{id}`: one message to one target, with its state.
 - `fts:delivery:{id}:attempts`: every attempt, oldest first.
 - `fts:webhook:{id}:deliveries`: an endpoint's deliveries by creation time.
 - `fts:deliveries:pending`: ids still to deliver (what the reconciler walks).
+- `fts:tenant:{tenant}:job-webhook-secret`: the secrets jobs' `webhook_url`s are signed with.
 
 Delivery ids are derived from (event, target), so emitting the same event
 twice (a retried sync) finds the delivery it already made.
@@ -13,12 +14,11 @@ twice (a retried sync) finds the delivery it already made.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from redis.asyncio import Redis
 
+from service.domain.records import Delivery, DeliveryAttempt, Endpoint, JobSecret
 from service.errors import NotFound
 from service.store.keys import Keys
 from service.store.records import (
@@ -28,10 +28,10 @@ from service.store.records import (
     create_records,
     creation_score,
     delete_record,
-    dumps,
     get_record,
     get_records,
     page_ids,
+    serialize,
     update_record,
 )
 
@@ -49,121 +49,127 @@ class WebhookStore:
         self.keys = keys
 
     # Endpoints
-    async def create_endpoint(self, endpoint: dict[str, Any], *, max_per_tenant: int) -> None:
+    async def create_endpoint(self, endpoint: Endpoint, *, max_per_tenant: int) -> None:
         """Store a new endpoint unless the tenant already has `max_per_tenant`
         (then LimitReached; checked and written atomically)."""
-        index = self.keys.endpoints_by_tenant(endpoint["tenant"])
+        index = self.keys.endpoints_by_tenant(endpoint.tenant)
         await create_records(
             self.redis,
-            [(self.keys.endpoint(endpoint["id"]), endpoint)],
-            [("ZADD", index, creation_score(), endpoint["id"])],
+            [(self.keys.endpoint(endpoint.id), endpoint)],
+            [("ZADD", index, creation_score(), endpoint.id)],
             limits=[(index, max_per_tenant)],
         )
 
-    async def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
-        return await get_record(self.redis, self.keys.endpoint(endpoint_id))
+    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        return await get_record(self.redis, self.keys.endpoint(endpoint_id), Endpoint)
 
-    async def endpoint_for_tenant(self, tenant: str, endpoint_id: str) -> dict[str, Any]:
+    async def endpoint_for_tenant(self, tenant: str, endpoint_id: str) -> Endpoint:
         found = await self.endpoint(endpoint_id)
-        if found is None or found.get("tenant") != tenant:
+        if found is None or found.tenant != tenant:
             raise NotFound(f"No webhook endpoint {endpoint_id} for this tenant")
         return found
 
     async def update_endpoint(
-        self, endpoint_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
-        return await update_record(self.redis, self.keys.endpoint(endpoint_id), change)
+        self, endpoint_id: str, change: Callable[[Endpoint], Endpoint | None]
+    ) -> Endpoint:
+        return await update_record(self.redis, self.keys.endpoint(endpoint_id), Endpoint, change)
 
-    async def delete_endpoint(self, endpoint: dict[str, Any]) -> None:
-        index = self.keys.endpoints_by_tenant(endpoint["tenant"])
+    async def delete_endpoint(self, endpoint: Endpoint) -> None:
+        index = self.keys.endpoints_by_tenant(endpoint.tenant)
         try:
             await delete_record(
                 self.redis,
-                self.keys.endpoint(endpoint["id"]),
-                ops=lambda e: [("ZREM", index, e["id"])],
+                self.keys.endpoint(endpoint.id),
+                Endpoint,
+                ops=lambda e: [("ZREM", index, e.id)],
             )
         except RecordGone:
-            raise NotFound(f"No webhook endpoint {endpoint['id']} for this tenant") from None
+            raise NotFound(f"No webhook endpoint {endpoint.id} for this tenant") from None
 
     async def endpoint_page(self, tenant: str, *, limit: int, after: str | None) -> Page:
         return await page_ids(
             self.redis, self.keys.endpoints_by_tenant(tenant), limit=limit, after=after
         )
 
-    async def endpoints(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        return await get_records(self.redis, [self.keys.endpoint(i) for i in ids])
+    async def endpoints(self, ids: Iterable[str]) -> list[Endpoint]:
+        return await get_records(self.redis, [self.keys.endpoint(i) for i in ids], Endpoint)
 
-    async def tenant_endpoints(self, tenant: str) -> list[dict[str, Any]]:
+    async def tenant_endpoints(self, tenant: str) -> list[Endpoint]:
         ids = await self.redis.zrange(self.keys.endpoints_by_tenant(tenant), 0, -1)
         return await self.endpoints(ids)
 
     # The tenant's secret for jobs' own webhook_url deliveries
-    async def job_secret(self, tenant: str) -> dict[str, Any] | None:
-        return await get_record(self.redis, self.keys.tenant_job_webhook_secret(tenant))
+    async def job_secret(self, tenant: str) -> JobSecret | None:
+        return await get_record(self.redis, self.keys.tenant_job_webhook_secret(tenant), JobSecret)
 
-    async def create_job_secret(self, record: dict[str, Any]) -> None:
+    async def create_job_secret(self, record: JobSecret) -> None:
         """WriteConflict when the tenant already has one."""
-        key = self.keys.tenant_job_webhook_secret(record["tenant"])
+        key = self.keys.tenant_job_webhook_secret(record.tenant)
         await create_records(self.redis, [(key, record)])
 
     async def update_job_secret(
-        self, tenant: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
+        self, tenant: str, change: Callable[[JobSecret], JobSecret | None]
+    ) -> JobSecret:
         """RecordGone when the tenant has none."""
-        return await update_record(self.redis, self.keys.tenant_job_webhook_secret(tenant), change)
+        key = self.keys.tenant_job_webhook_secret(tenant)
+        return await update_record(self.redis, key, JobSecret, change)
 
     # Deliveries
-    async def add_delivery(self, delivery: dict[str, Any]) -> bool:
+    async def add_delivery(self, delivery: Delivery) -> bool:
         """Store a new delivery; False if this (event, target) was already recorded."""
-        created = await self.redis.set(self.keys.delivery(delivery["id"]), dumps(delivery), nx=True)
+        created = await self.redis.set(
+            self.keys.delivery(delivery.id), serialize(delivery), nx=True
+        )
         if not created:
             return False
         async with self.redis.pipeline(transaction=True) as pipe:
-            if delivery.get("endpoint_id"):
+            if delivery.endpoint_id:
                 pipe.zadd(
-                    self.keys.deliveries_by_endpoint(delivery["endpoint_id"]),
-                    {delivery["id"]: creation_score()},
+                    self.keys.deliveries_by_endpoint(delivery.endpoint_id),
+                    {delivery.id: creation_score()},
                 )
-            pipe.sadd(self.keys.pending_deliveries, delivery["id"])
+            pipe.sadd(self.keys.pending_deliveries, delivery.id)
             await pipe.execute()
         return True
 
-    async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        return await get_record(self.redis, self.keys.delivery(delivery_id))
+    async def delivery(self, delivery_id: str) -> Delivery | None:
+        return await get_record(self.redis, self.keys.delivery(delivery_id), Delivery)
 
-    async def delivery_for_tenant(self, tenant: str, delivery_id: str) -> dict[str, Any]:
+    async def delivery_for_tenant(self, tenant: str, delivery_id: str) -> Delivery:
         found = await self.delivery(delivery_id)
-        if found is None or found.get("tenant") != tenant:
+        if found is None or found.tenant != tenant:
             raise NotFound(f"No webhook delivery {delivery_id} for this tenant")
         return found
 
     async def update_delivery(
-        self, delivery_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
-        def index(delivery: dict[str, Any]) -> list[Op]:
-            command = "SADD" if delivery["state"] == "pending" else "SREM"
+        self, delivery_id: str, change: Callable[[Delivery], Delivery | None]
+    ) -> Delivery:
+        def index(delivery: Delivery) -> list[Op]:
+            command = "SADD" if delivery.state == "pending" else "SREM"
             return [(command, self.keys.pending_deliveries, delivery_id)]
 
-        return await update_record(self.redis, self.keys.delivery(delivery_id), change, extra=index)
+        return await update_record(
+            self.redis, self.keys.delivery(delivery_id), Delivery, change, extra=index
+        )
 
-    async def add_attempt(self, delivery_id: str, attempt: dict[str, Any]) -> None:
+    async def add_attempt(self, delivery_id: str, attempt: DeliveryAttempt) -> None:
         key = self.keys.delivery_attempts(delivery_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, dumps(attempt))
+            pipe.rpush(key, attempt.model_dump_json())
             pipe.ltrim(key, -MAX_ATTEMPTS_KEPT, -1)
             await pipe.execute()
 
-    async def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
+    async def attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
         raws = await self.redis.lrange(self.keys.delivery_attempts(delivery_id), 0, -1)
-        return [json.loads(raw) for raw in raws]
+        return [DeliveryAttempt.model_validate_json(raw) for raw in raws]
 
     async def delivery_page(self, endpoint_id: str, *, limit: int, after: str | None) -> Page:
         return await page_ids(
             self.redis, self.keys.deliveries_by_endpoint(endpoint_id), limit=limit, after=after
         )
 
-    async def deliveries(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        return await get_records(self.redis, [self.keys.delivery(i) for i in ids])
+    async def deliveries(self, ids: Iterable[str]) -> list[Delivery]:
+        return await get_records(self.redis, [self.keys.delivery(i) for i in ids], Delivery)
 
     async def pending_ids(self) -> set[str]:
         return set(await self.redis.smembers(self.keys.pending_deliveries))

@@ -21,7 +21,7 @@ PROBLEM = "application/problem+json"
 PASCAL_CASE = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)*$")
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 # Routes anyone may call; everything else needs `Authorization: Bearer <key>`.
-PUBLIC = {"GetHealth", "GetReadiness", "ReceiveOpenAIWebhook"}
+PUBLIC = {"GetHealth", "GetReadiness", "ReceiveOpenAIWebhook", "ReceiveProviderWebhook"}
 # Operations that read a request body, and the media types they must declare.
 BODIES = {
     "CreateDataset": {"multipart/form-data", "application/json"},
@@ -32,6 +32,7 @@ BODIES = {
     "CreateWebhookEndpoint": {"application/json"},
     "UpdateWebhookEndpoint": {"application/json"},
     "ReceiveOpenAIWebhook": {"application/json"},
+    "ReceiveProviderWebhook": {"application/json"},
 }
 
 

@@ -83,7 +83,7 @@ def raw_receiver(behaviour: str) -> Iterator[RawReceiver]:
 
 @pytest.fixture
 def short_deadline(monkeypatch: pytest.MonkeyPatch) -> float:
-    from worker import webhook_delivery
+    from service.webhooks import delivery as webhook_delivery
 
     monkeypatch.setattr(webhook_delivery, "TIMEOUT_SECONDS", 2.0)
     return 2.0
@@ -145,7 +145,7 @@ class TestTenantIsolation:
     async def test_one_tenants_hanging_endpoints_do_not_delay_another_tenants_job(
         self, client, worker, monkeypatch
     ) -> None:
-        from worker import webhook_delivery
+        from service.webhooks import delivery as webhook_delivery
 
         monkeypatch.setattr(webhook_delivery, "TIMEOUT_SECONDS", 8.0)
         with raw_receiver("hang") as hanging, running_receiver() as healthy:

@@ -34,7 +34,7 @@ def verify(secret: str, request) -> dict:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seconds instead of hours between attempts; the schedule's shape is unchanged."""
-    from worker import webhook_delivery
+    from service.webhooks import delivery as webhook_delivery
 
     monkeypatch.setattr(webhook_delivery, "DELAYS", (0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2))
 
@@ -193,8 +193,8 @@ async def test_private_and_malformed_targets_are_refused(client, settings, url) 
 
 
 async def test_dns_answer_checked_again_at_connect_time() -> None:
-    from service.outbound_guard import UnsafeTarget
-    from worker.webhook_delivery import delivery_client
+    from service.webhooks.delivery import delivery_client
+    from service.webhooks.outbound_guard import UnsafeTarget
 
     client = delivery_client(allow_private=False)
     try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.datasets.ingest import IngestOptions, IngestReport, ingest_file, split_dataset
+from service.domain.catalog import Counting
 from service.domain.tokens import preload_encodings
-from service.ingest import IngestOptions, IngestReport, ingest_file, split_dataset
+from service.providers.registry import packaged_spec
 from tests.unit.test_dataset_support import chat, cookbook_count, read_jsonl, write_jsonl
 
 
@@ -132,7 +135,8 @@ def test_split_is_deterministic_and_keeps_every_example(tmp_path: Path) -> None:
 def test_unexpected_failure_removes_dest(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat("q", "a")] * 10)
     dest = tmp_path / "out.jsonl"
-    with pytest.raises(ValueError, match="Unknown model"):
-        ingest_file(source, dest, IngestOptions(model="not-a-model"))
+    broken = replace(packaged_spec("gpt-4o-mini"), counting=Counting(tokenizer="no_such_encoding"))
+    with pytest.raises(ValueError, match="Unknown encoding"):
+        ingest_file(source, dest, IngestOptions(spec=broken))
     assert not dest.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

@@ -8,7 +8,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from service.ingest import IngestOptions, ingest_file
+from service.datasets.ingest import IngestOptions, ingest_file
+from service.providers.registry import packaged_spec
 from tests.unit.test_dataset_support import DATA, cookbook_count, read_jsonl
 
 SYSTEM = "西村ひろゆきBot"
@@ -45,7 +46,7 @@ def test_seed_csv_counted_with_the_gpt35_encoding(tmp_path: Path) -> None:
     report = ingest_file(
         DATA / "hiroyuki.csv",
         tmp_path / "out.jsonl",
-        IngestOptions(system_prompt=SYSTEM, model="gpt-3.5-turbo"),
+        IngestOptions(system_prompt=SYSTEM, spec=packaged_spec("gpt-3.5-turbo")),
     )
     examples = read_jsonl(tmp_path / "out.jsonl")
     assert report.model == "gpt-3.5-turbo-0125"

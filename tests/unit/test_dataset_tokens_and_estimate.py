@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import tiktoken
 
+from service.datasets.ingest import IngestOptions, ingest_file
+from service.domain.catalog import UnknownModel, base_model_of
 from service.domain.pricing import (
     default_batch_size,
     default_epochs,
     estimate_training,
-    load_price_table,
 )
 from service.domain.tokens import (
-    UnknownModelError,
-    base_model_of,
     count_message_tokens,
     encoded_lengths,
-    resolve_model,
     token_counter,
 )
-from service.ingest import IngestOptions, ingest_file
+from service.providers.registry import packaged_catalog, packaged_spec, read_prices
 from tests.unit.test_dataset_support import DATA, cookbook_count, valid_rows, write_jsonl
 
 
@@ -52,19 +51,19 @@ from tests.unit.test_dataset_support import DATA, cookbook_count, valid_rows, wr
 def test_models_resolve_to_encoding_and_limit(
     model: str, base: str, encoding: str, limit: int
 ) -> None:
-    spec = resolve_model(model)
+    spec = packaged_spec(model)
     assert (spec.base_model, spec.encoding, spec.example_token_limit) == (base, encoding, limit)
 
 
 def test_unknown_model_is_refused() -> None:
-    with pytest.raises(UnknownModelError):
-        resolve_model("llama-3-8b")
+    with pytest.raises(UnknownModel):
+        packaged_spec("llama-3-8b")
     assert base_model_of("ft:") == "ft:"
 
 
 def test_gpt41_limit_is_marked_unconfirmed() -> None:
-    assert resolve_model("gpt-4.1").limit_confirmed is False
-    assert resolve_model("gpt-4o-mini").limit_confirmed is True
+    assert packaged_spec("gpt-4.1").limit_confirmed is False
+    assert packaged_spec("gpt-4o-mini").limit_confirmed is True
 
 
 def test_fast_counter_matches_encode_ordinary() -> None:
@@ -141,11 +140,8 @@ def test_batch_size_default() -> None:
 
 
 def test_estimate_numbers(tmp_path: Path) -> None:
-    prices = load_price_table()
-    spec = resolve_model("gpt-4o-mini")
-    estimate = estimate_training(
-        spec=spec, example_count=29, billed_tokens_per_epoch=3000, prices=prices
-    )
+    spec = packaged_spec("gpt-4o-mini")
+    estimate = estimate_training(spec=spec, example_count=29, billed_tokens_per_epoch=3000)
     assert estimate.n_epochs == 3
     assert estimate.n_epochs_auto
     assert estimate.billed_tokens == 9000
@@ -154,12 +150,7 @@ def test_estimate_numbers(tmp_path: Path) -> None:
     assert estimate.price_table_as_of == "2026-11-01"
 
     override = estimate_training(
-        spec=spec,
-        example_count=29,
-        billed_tokens_per_epoch=3000,
-        prices=prices,
-        n_epochs=2,
-        batch_size=4,
+        spec=spec, example_count=29, billed_tokens_per_epoch=3000, n_epochs=2, batch_size=4
     )
     assert (override.n_epochs, override.steps, override.billed_tokens) == (
         2,
@@ -177,21 +168,18 @@ def test_estimate_numbers(tmp_path: Path) -> None:
             }
         )
     )
-    priced = estimate_training(
-        spec=spec,
-        example_count=29,
-        billed_tokens_per_epoch=1_000_000,
-        prices=load_price_table(custom),
-    )
+    repriced = replace(spec, price=read_prices(custom)["gpt-4o-mini-2024-07-18"])
+    priced = estimate_training(spec=repriced, example_count=29, billed_tokens_per_epoch=1_000_000)
     assert priced.cost_usd == pytest.approx(30.0)
+    assert priced.price_table_as_of == "2030-01-01"
     unpriced = estimate_training(
-        spec=resolve_model("gpt-4"), example_count=29, billed_tokens_per_epoch=10, prices=prices
+        spec=packaged_spec("gpt-4"), example_count=29, billed_tokens_per_epoch=10
     )
     assert unpriced.cost_usd is None
 
 
 def test_price_table_covers_the_default_models() -> None:
-    prices = load_price_table()
+    catalog = packaged_catalog()
     for model in (
         "gpt-4o-2024-08-06",
         "gpt-4o-mini-2024-07-18",
@@ -200,7 +188,9 @@ def test_price_table_covers_the_default_models() -> None:
         "gpt-4.1-nano-2025-04-14",
         "gpt-3.5-turbo-0125",
     ):
-        assert prices.price_for(model) is not None
+        entry = catalog.find(model)
+        assert entry is not None
+        assert entry.price is not None
 
 
 def test_report_estimate_uses_capped_tokens_and_epochs(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.ingest import IngestOptions, ingest_examples, ingest_file
+from service.datasets.ingest import IngestOptions, ingest_examples, ingest_file
+from service.providers.registry import packaged_spec
 from tests.unit.test_dataset_support import (
     DATA,
     chat,
@@ -338,7 +339,7 @@ def test_examples_over_the_token_limit_warn(tmp_path: Path) -> None:
     report = ingest_file(
         write_jsonl(tmp_path / "long.jsonl", rows),
         tmp_path / "out.jsonl",
-        IngestOptions(model="gpt-3.5-turbo-0613"),
+        IngestOptions(spec=packaged_spec("gpt-3.5-turbo-0613")),
     )
     assert report.ok
     assert report.tokens.examples_over_limit == 1

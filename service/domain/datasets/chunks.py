@@ -17,6 +17,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
+from service.domain.catalog import Counting
 from service.domain.datasets import issues as codes
 from service.domain.datasets.decoding import undecodable_issue
 from service.domain.datasets.examples import (
@@ -26,8 +27,6 @@ from service.domain.datasets.examples import (
 )
 from service.domain.datasets.issues import Issue, IssueList
 from service.domain.tokens import (
-    TOKENS_PER_CONVERSATION,
-    TOKENS_PER_MESSAGE,
     compact_json,
     encoded_lengths,
     example_texts,
@@ -52,13 +51,13 @@ _REPEATED_TEXT_LIMIT = 4096
 _repeated_text_tokens: dict[tuple[str, str], int] = {}
 
 
-def _repeated_text_tokens_of(text: str, encoding: str) -> int:
-    key = (encoding, text)
+def _repeated_text_tokens_of(text: str, tokenizer: str) -> int:
+    key = (tokenizer, text)
     tokens = _repeated_text_tokens.get(key)
     if tokens is None:
         if len(_repeated_text_tokens) >= _REPEATED_TEXT_LIMIT:
             _repeated_text_tokens.clear()
-        tokens = _repeated_text_tokens[key] = token_counter(encoding)(text)
+        tokens = _repeated_text_tokens[key] = token_counter(tokenizer)(text)
     return tokens
 
 
@@ -77,7 +76,7 @@ class ChunkContext:
     """Everything a worker needs besides the data; identical for every chunk of a file."""
 
     conversion: ConversionSettings
-    encoding: str
+    counting: Counting
     example_token_limit: int
     max_issues: int
     tokenizer_threads: int = 1
@@ -111,6 +110,8 @@ class ChunkOutcome:
     unparsed_count: int = 0
     lines: array[int] = field(default_factory=lambda: array("q"))
     tokens: array[int] = field(default_factory=lambda: array("q"))
+    # Per valid example: the tokens of what the assistant writes (trained on).
+    assistant_per_example: array[int] = field(default_factory=lambda: array("q"))
     kinds: str = ""
     digests: list[bytes] = field(default_factory=list)
     normalized: bytes = b""
@@ -150,14 +151,15 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
             raw = (compact_json(value) + "\n").encode("utf-8")
         except UnicodeEncodeError:
             return False  # the full path reports it
-        overhead = TOKENS_PER_CONVERSATION
+        counting = context.counting
+        overhead = counting.per_conversation
         has_system = has_user = False
         for message in messages:
             role = message["role"]
-            overhead += TOKENS_PER_MESSAGE + _repeated_text_tokens_of(role, context.encoding)
+            overhead += counting.per_message + _repeated_text_tokens_of(role, counting.tokenizer)
             if role == "system":
                 has_system = True
-                overhead += _repeated_text_tokens_of(message["content"], context.encoding)
+                overhead += _repeated_text_tokens_of(message["content"], counting.tokenizer)
                 continue
             has_user = has_user or role == "user"
             texts.append(message["content"])
@@ -198,7 +200,9 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
                 )
             )
             return
-        example_text, example_trained, overhead = example_texts(prepared.messages, prepared.extras)
+        example_text, example_trained, overhead = example_texts(
+            prepared.messages, prepared.extras, context.counting
+        )
         texts.extend(example_text)
         trained.extend(example_trained)
         pending.append(
@@ -265,18 +269,20 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
             take_guarded(value, line)
         errors.items.sort(key=lambda issue: issue.line or 0)
 
-    lengths = encoded_lengths(texts, context.encoding, context.tokenizer_threads)
+    lengths = encoded_lengths(texts, context.counting.tokenizer, context.tokenizer_threads)
     limit = context.example_token_limit
     position = 0
     raws: list[bytes] = []
     for example in pending:
         end = position + example.text_count
         total = example.overhead + sum(lengths[position:end])
-        outcome.assistant_tokens += sum(
+        assistant = sum(
             length
             for length, learns in zip(lengths[position:end], trained[position:end], strict=True)
             if learns
         )
+        outcome.assistant_tokens += assistant
+        outcome.assistant_per_example.append(assistant)
         position = end
         outcome.lines.append(example.line)
         outcome.tokens.append(total)

@@ -22,12 +22,8 @@ async def spend(resources: Resources, tenant: str) -> None:
         return
     now = time.time()
     window = int(now // WINDOW_SECONDS)
-    key = resources.keys.rate(tenant, window)
-    async with resources.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, WINDOW_SECONDS * 2)
-        count, _ = await pipe.execute()
-    if int(count) > limit:
+    count = await resources.requests.spend(tenant, window, window_seconds=WINDOW_SECONDS)
+    if count > limit:
         reset = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
         raise RateLimited(
             f"This tenant may send {limit} requests per minute; retry in {reset} s",

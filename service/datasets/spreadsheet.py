@@ -14,7 +14,7 @@ objects for every shared string. Two defences, in this order:
    as a JSON line `[row number, [cell texts]]`. Whatever a workbook does to
    openpyxl, the API and worker processes keep their memory.
 
-`python -m service.spreadsheet SOURCE DEST --memory-bytes N` is the child.
+`python -m service.datasets.spreadsheet SOURCE DEST --memory-bytes N` is the child.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def extract_rows(
             [
                 sys.executable,
                 "-m",
-                "service.spreadsheet",
+                "service.datasets.spreadsheet",
                 str(source),
                 str(dest),
                 "--memory-bytes",

@@ -16,7 +16,6 @@ Keys are scoped to the tenant and the route, so two tenants never collide.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,11 +74,11 @@ async def run_once(
     if key is None:
         outcome = await produce()
         return Response(outcome.body, status_code=outcome.status, headers=outcome.headers)
-    redis_key = resources.keys.idempotency(tenant, f"{request.url.path}:{key}")
-    claim = json.dumps({"state": "running", "fingerprint": body_fingerprint})
-    claimed = await resources.redis.set(redis_key, claim, nx=True, ex=IN_FLIGHT_SECONDS)
-    if not claimed:
-        stored = json.loads(await resources.redis.get(redis_key) or "{}")
+    store = resources.requests
+    scoped = f"{tenant}:{request.url.path}:{key}"
+    claim = {"state": "running", "fingerprint": body_fingerprint}
+    if not await store.claim_key(scoped, claim, ttl=IN_FLIGHT_SECONDS):
+        stored = await store.read_key(scoped)
         if stored.get("fingerprint") != body_fingerprint:
             raise InvalidContent(
                 "This Idempotency-Key was used with a different request body",
@@ -101,20 +100,17 @@ async def run_once(
     except BaseException:
         # Nothing was created (errors are raised before anything is stored), so
         # release the key: a retry runs again and gets the same answer.
-        await resources.redis.delete(redis_key)
+        await store.release_key(scoped)
         raise
-    await _store(resources, redis_key, body_fingerprint, outcome)
+    await store.finish_key(scoped, _replay_record(body_fingerprint, outcome), ttl=TTL_SECONDS)
     return Response(outcome.body, status_code=outcome.status, headers=outcome.headers)
 
 
-async def _store(
-    resources: Resources, redis_key: str, body_fingerprint: str, outcome: Outcome
-) -> None:
-    record = {
+def _replay_record(body_fingerprint: str, outcome: Outcome) -> dict[str, Any]:
+    return {
         "state": "done",
         "fingerprint": body_fingerprint,
         "status": outcome.status,
         "body": outcome.body if outcome.replay_body is None else outcome.replay_body,
         "headers": {k: v for k, v in outcome.headers.items() if k.lower() in {"location"}},
     }
-    await resources.redis.set(redis_key, json.dumps(record, ensure_ascii=False), ex=TTL_SECONDS)

@@ -27,6 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from service.datasets.spreadsheet import (
+    UnreadableWorkbook,
+    WorkbookLimits,
+    extract_rows,
+    inspect_workbook,
+    read_rows,
+)
+from service.domain.catalog import Counting, ModelSpec
 from service.domain.datasets import issues as codes
 from service.domain.datasets.chunks import (
     ChunkContext,
@@ -53,23 +61,19 @@ from service.domain.datasets.tables import (
     iter_delimited_rows,
     iter_table_examples,
 )
-from service.domain.pricing import Estimate, estimate_training, load_price_table
-from service.domain.tokens import (
-    ModelSpec,
-    compact_json,
-    encoded_lengths,
-    example_texts,
-    load_model_table,
-)
-from service.spreadsheet import (
-    UnreadableWorkbook,
-    WorkbookLimits,
-    extract_rows,
-    inspect_workbook,
-    read_rows,
-)
+from service.domain.pricing import Estimate, estimate_training
+from service.domain.tokens import compact_json, encoded_lengths, example_texts
 
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
+
+
+def default_spec() -> ModelSpec:
+    """The packaged catalog's default model (for callers that name none, like tests)."""
+    from service.providers.registry import packaged_catalog
+
+    return packaged_catalog().spec(DEFAULT_MODEL)
+
+
 PROVIDER_MAX_FILE_BYTES = 512 * 1024 * 1024
 MIN_CHUNK_BYTES = 1024
 # JSON arrays are decoded in blocks of this size before they are parsed.
@@ -88,7 +92,8 @@ class IngestOptions:
     """
 
     format: RequestedFormat = "auto"
-    model: str = DEFAULT_MODEL
+    # The target model's counting rule, limits and price (from the catalog).
+    spec: ModelSpec = field(default_factory=lambda: default_spec())
     system_prompt: str | None = None
     user_column: str = "user"
     assistant_column: str = "assistant"
@@ -96,11 +101,10 @@ class IngestOptions:
     max_errors: int = 100
     max_warnings: int = 100
     max_file_bytes: int = PROVIDER_MAX_FILE_BYTES
-    min_examples: int = 10
+    # None: the model's own minimum.
+    min_examples: int | None = None
     n_epochs: int | None = None
     batch_size: int | None = None
-    price_table_path: Path | None = None
-    model_table_path: Path | None = None
     chunk_bytes: int = 4 * 1024 * 1024
     parallel_threshold_bytes: int = 1024 * 1024
     workbook_limits: WorkbookLimits = field(default_factory=WorkbookLimits)
@@ -112,7 +116,7 @@ class IngestOptions:
             raise ValueError(f"unknown format {self.format!r}")
         if self.max_errors < 1 or self.max_warnings < 0:
             raise ValueError("max_errors must be at least 1 and max_warnings at least 0")
-        if self.min_examples < 0 or self.max_file_bytes < 1:
+        if (self.min_examples is not None and self.min_examples < 0) or self.max_file_bytes < 1:
             raise ValueError("min_examples and max_file_bytes must not be negative")
         if self.chunk_bytes < MIN_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be at least {MIN_CHUNK_BYTES}")
@@ -148,6 +152,10 @@ class IngestReport:
     source_sha256: str | None
     normalized_bytes: int
     normalized_sha256: str
+    # Per valid example, in output order: its tokens and its assistant tokens
+    # (a train/validation split measures its parts from these, without re-reading).
+    example_tokens: array[int] = field(default_factory=lambda: array("q"), repr=False)
+    example_assistant_tokens: array[int] = field(default_factory=lambda: array("q"), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -159,7 +167,11 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (issues as {line, path, code, message})."""
-        data = asdict(self)
+        data = {
+            name: value
+            for name, value in asdict(self).items()
+            if name not in ("example_tokens", "example_assistant_tokens")
+        }
         data["ok"] = self.ok
         return data
 
@@ -170,6 +182,9 @@ class PartStats:
     token_count: int
     bytes: int
     sha256: str
+    # Per example of the part, and the part's assistant tokens.
+    example_tokens: list[int]
+    assistant_token_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +210,7 @@ class _Assembler:
     example_count: int = 0
     unparsed_count: int = 0
     tokens: array[int] = field(default_factory=lambda: array("q"))
+    assistant: array[int] = field(default_factory=lambda: array("q"))
     assistant_tokens: int = 0
     kind: str | None = None
     kind_line: int = 0
@@ -212,6 +228,7 @@ class _Assembler:
             return
         self.warnings.merge(outcome.warnings, outcome.warning_totals)
         self.tokens.extend(outcome.tokens)
+        self.assistant.extend(outcome.assistant_per_example)
         self.assistant_tokens += outcome.assistant_tokens
         for line, kind, digest in zip(outcome.lines, outcome.kinds, outcome.digests, strict=True):
             if self.kind is None:
@@ -429,7 +446,7 @@ def _file_sha256(path: Path) -> str:
 def _chunk_context(options: IngestOptions, spec: ModelSpec, parallel: bool) -> ChunkContext:
     return ChunkContext(
         conversion=options.conversion,
-        encoding=spec.encoding,
+        counting=spec.counting,
         example_token_limit=spec.example_token_limit,
         max_issues=max(options.max_errors, options.max_warnings),
         # Inside pool workers every core is already busy; inline, threads
@@ -446,6 +463,7 @@ def _finish(
     source_sha256: str | None,
 ) -> IngestReport:
     spec = assembler.spec
+    minimum = spec.min_examples if options.min_examples is None else options.min_examples
     # Broken lines are not examples, but a file of them is not "too small" either.
     lines_seen = assembler.example_count + assembler.unparsed_count
     if not assembler.stopped and lines_seen == 0 and not assembler.errors.total:
@@ -460,14 +478,14 @@ def _finish(
                 "has only its header row.",
             )
         )
-    elif not assembler.stopped and lines_seen < options.min_examples:
+    elif not assembler.stopped and lines_seen < minimum:
         assembler.errors.add(
             Issue(
                 None,
                 None,
                 codes.TOO_FEW_EXAMPLES,
                 f"The file has {assembler.example_count} example(s), but fine-tuning needs "
-                f"at least {options.min_examples}.",
+                f"at least {minimum}.",
             )
         )
     if assembler.out_bytes > options.max_file_bytes:
@@ -484,7 +502,7 @@ def _finish(
         assembler.tokens,
         assistant_token_count=assembler.assistant_tokens,
         example_token_limit=spec.example_token_limit,
-        encoding=spec.encoding,
+        encoding=spec.counting.tokenizer,
     )
     valid = len(assembler.tokens)
     estimate = (
@@ -492,7 +510,6 @@ def _finish(
             spec=spec,
             example_count=valid,
             billed_tokens_per_epoch=stats.billed_tokens_per_epoch,
-            prices=load_price_table(options.price_table_path),
             n_epochs=options.n_epochs,
             batch_size=options.batch_size,
         )
@@ -519,6 +536,8 @@ def _finish(
         source_sha256=source_sha256,
         normalized_bytes=assembler.out_bytes,
         normalized_sha256=assembler.out_hash.hexdigest(),
+        example_tokens=assembler.tokens,
+        example_assistant_tokens=assembler.assistant,
     )
 
 
@@ -531,12 +550,11 @@ def ingest_file(
 ) -> IngestReport:
     """Convert `source` (the original upload) to normalized chat JSONL at `dest`, and judge it.
 
-    Raises UnknownModelError (from service.domain.tokens) when `options.model`
-    is not a known model. `dest` is always written (possibly empty or
+    `dest` is always written (possibly empty or
     partial) and is the only file this creates; discard it when the report
     has errors. On an unexpected exception `dest` is removed.
     """
-    spec = load_model_table(options.model_table_path).resolve(options.model)
+    spec = options.spec
     source_bytes = source.stat().st_size
     with source.open("rb") as handle:
         head = handle.read(SNIFF_BYTES)
@@ -606,7 +624,7 @@ def ingest_examples(
     prompt/completion, question/answer object); element N is reported as
     line N. `source_sha256` is the SHA-256 of the list's compact JSON.
     """
-    spec = load_model_table(options.model_table_path).resolve(options.model)
+    spec = options.spec
     source = compact_json(list(examples)).encode("utf-8", errors="surrogatepass")
     parallel = executor is not None and len(source) >= options.parallel_threshold_bytes
     context = _chunk_context(options, spec, parallel)
@@ -637,33 +655,35 @@ def ingest_examples(
 
 @dataclass
 class _PartCounter:
-    example_count: int = 0
-    token_count: int = 0
+    tokens: list[int] = field(default_factory=list)
+    assistant_tokens: int = 0
     size: int = 0
     digest: Any = field(default_factory=hashlib.sha256)
 
-    def add(self, line: bytes, tokens: int) -> None:
-        self.example_count += 1
-        self.token_count += tokens
+    def add(self, line: bytes, tokens: int, assistant: int) -> None:
+        self.tokens.append(tokens)
+        self.assistant_tokens += assistant
         self.size += len(line)
         self.digest.update(line)
 
     def stats(self) -> PartStats:
         return PartStats(
-            example_count=self.example_count,
-            token_count=self.token_count,
+            example_count=len(self.tokens),
+            token_count=sum(self.tokens),
             bytes=self.size,
             sha256=self.digest.hexdigest(),
+            example_tokens=self.tokens,
+            assistant_token_count=self.assistant_tokens,
         )
 
 
-def _line_tokens(line: bytes, encoding: str) -> int:
-    """The cookbook count of one normalized line (0 if it is not a valid example)."""
+def _line_tokens(line: bytes, counting: Counting) -> int:
+    """The count of one normalized line (0 if it is not a valid example)."""
     prepared, _ = prepare_example(json.loads(line), 0, ConversionSettings())
     if prepared is None:
         return 0
-    texts, _, overhead = example_texts(prepared.messages, prepared.extras)
-    return overhead + sum(encoded_lengths(texts, encoding))
+    texts, _, overhead = example_texts(prepared.messages, prepared.extras, counting)
+    return overhead + sum(encoded_lengths(texts, counting.tokenizer))
 
 
 def split_dataset(
@@ -673,15 +693,17 @@ def split_dataset(
     *,
     validation_fraction: float,
     seed: int,
-    model: str = DEFAULT_MODEL,
-    model_table_path: Path | None = None,
+    spec: ModelSpec | None = None,
+    report: IngestReport | None = None,
 ) -> SplitReport:
     """Split a normalized (already validated) JSONL into training and validation files.
 
     Deterministic for a given file and seed; see service.domain.datasets.split.
-    Reads the file twice (keys, then copy) and keeps 8 bytes per example.
+    Reads the file twice (keys, then copy) and keeps 8 bytes per example. With
+    the `report` of the ingestion that wrote the file, each part is measured from
+    the per-example counts it kept; without one, lines are counted again.
     """
-    spec = load_model_table(model_table_path).resolve(model)
+    counting = (spec or default_spec()).counting
     keys: array[int] = array("Q")
     with normalized.open("rb") as handle:
         for raw in handle:
@@ -702,9 +724,12 @@ def split_dataset(
                 line = raw.rstrip(b"\r\n") + b"\n"
                 in_validation = index in chosen
                 (valid_out if in_validation else train_out).write(line)
-                (validation if in_validation else train).add(
-                    line, _line_tokens(line, spec.encoding)
-                )
+                if report is not None:
+                    tokens = report.example_tokens[index]
+                    assistant = report.example_assistant_tokens[index]
+                else:
+                    tokens, assistant = _line_tokens(line, counting), 0
+                (validation if in_validation else train).add(line, tokens, assistant)
                 index += 1
     except BaseException:
         train_dest.unlink(missing_ok=True)

@@ -1,9 +1,10 @@
-"""The provider over the official `openai` SDK (3.x).
+"""The `openai` kind: OpenAI and OpenAI-compatible APIs over the official SDK (3.x).
 
-One SDK client per process, created once and sharing one connection pool.
-Covers OpenAI itself, Azure OpenAI's v1 API (set OPENAI_BASE_URL to
-`https://RESOURCE.openai.azure.com/openai/v1/` and OPENAI_JOB_EXTRA_BODY to
-`{"trainingType": "GlobalStandard"}`) and the simulator.
+One SDK client per provider, created once and sharing one connection pool.
+Covers OpenAI itself, Azure OpenAI's v1 API (base URL
+`https://RESOURCE.openai.azure.com/openai/v1/` and `job_extra_body =
+{"trainingType": "GlobalStandard"}`) and the simulator. Tuned models serve
+at once, so `deploy` has nothing to do.
 """
 
 from __future__ import annotations
@@ -19,19 +20,39 @@ import openai
 from openai import AsyncOpenAI
 
 from service.providers.base import (
+    Capabilities,
     JobSpec,
+    ModelFacts,
+    ProviderCheckpoint,
     ProviderError,
-    UpstreamCheckpoint,
-    UpstreamError,
-    UpstreamEvent,
-    UpstreamFile,
-    UpstreamJob,
+    ProviderEvent,
+    ProviderFailure,
+    ProviderJob,
+    ProviderStatus,
+    ProviderWebhookRejected,
 )
+from service.providers.openai.results import metrics_from_results
+from service.providers.openai.webhooks import WebhookVerifier
 
 # Above this, files go through the Uploads API in parts (OpenAI's single-file limit).
 SINGLE_UPLOAD_LIMIT = 512 * 1024 * 1024
 UPLOAD_PART_SIZE = 64 * 1024 * 1024
 EVENTS_PAGE = 100
+# Our tag on every upstream job, so a retried create can find the job it already made.
+METADATA_JOB_KEY = "service_job_id"
+# How far back (seconds before our job was made) a lookup for an earlier create goes.
+LOOKUP_SLACK_SECONDS = 300
+LOOKUP_PAGES = 20
+# OpenAI's statuses in ours; "paused" exists though the spec's enum omits it.
+STATUSES: dict[str, ProviderStatus] = {
+    "validating_files": "validating_files",
+    "queued": "queued",
+    "running": "running",
+    "paused": "paused",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 
 T = TypeVar("T")
 
@@ -91,34 +112,56 @@ async def _call(operation: Callable[[], Awaitable[T]]) -> T:
         raise to_provider_error(exc) from exc
 
 
-def _job(job: Any) -> UpstreamJob:
+def _job(job: Any) -> ProviderJob:
     error = None
     # The real API sends `error: {}` on jobs that have not failed.
     if job.error is not None and getattr(job.error, "code", None):
-        error = UpstreamError(code=job.error.code, message=job.error.message, param=job.error.param)
-    hyper = job.hyperparameters.model_dump() if job.hyperparameters is not None else {}
-    return UpstreamJob(
+        error = ProviderFailure(
+            code=job.error.code, message=job.error.message, param=job.error.param
+        )
+    status = STATUSES.get(job.status)
+    if status is None:
+        raise ProviderError(f"The provider reported an unknown status {job.status!r}", status=None)
+    return ProviderJob(
         id=job.id,
-        status=job.status,
-        model=job.model,
+        status=status,
+        raw_status=job.status,
         fine_tuned_model=job.fine_tuned_model,
         trained_tokens=job.trained_tokens,
-        created_at=job.created_at,
         finished_at=job.finished_at,
         estimated_finish=getattr(job, "estimated_finish", None),
-        result_files=tuple(job.result_files or ()),
         error=error,
-        hyperparameters=hyper,
-        metadata=dict(job.metadata or {}),
+        result_refs=tuple(job.result_files or ()),
+    )
+
+
+def _event(event: Any) -> ProviderEvent:
+    data = dict(event.data or {}) if isinstance(event.data, dict) else {}
+    kind = event.type or "message"
+    metrics = None
+    if kind == "metrics" and "step" in data:
+        metrics = {k: v for k, v in data.items() if isinstance(v, int | float)}
+    return ProviderEvent(
+        id=event.id,
+        created_at=event.created_at,
+        level=event.level,
+        message=event.message,
+        type=kind,
+        data=data,
+        metrics=metrics,
+        # OpenAI announces checkpoints only in the message text.
+        checkpoint_saved=event.message.startswith("Checkpoint created"),
     )
 
 
 class OpenAICompatibleProvider:
-    name = "openai"
+    kind = "openai"
+    capabilities = Capabilities(pause_resume=True, webhooks=True)
 
     def __init__(
         self,
         *,
+        name: str,
         api_key: str,
         base_url: str | None = None,
         organization: str | None = None,
@@ -126,7 +169,9 @@ class OpenAICompatibleProvider:
         timeout: float = 60.0,
         max_retries: int = 2,
         job_extra_body: Mapping[str, Any] | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
+        self.name = name
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(timeout, connect=10.0),
             limits=httpx2.Limits(max_connections=200, max_keepalive_connections=100),
@@ -141,11 +186,16 @@ class OpenAICompatibleProvider:
             http_client=self._http,
         )
         self._job_extra_body = dict(job_extra_body or {})
+        self._webhooks = WebhookVerifier(webhook_secret) if webhook_secret else None
+        if self._webhooks is None:
+            self.capabilities = Capabilities(pause_resume=True, webhooks=False)
 
     async def aclose(self) -> None:
         await self._client.close()
+        if self._webhooks is not None:
+            self._webhooks.close()
 
-    async def upload_file(self, path: Path, *, filename: str) -> UpstreamFile:
+    async def stage_file(self, path: Path, *, filename: str) -> str:
         size = path.stat().st_size  # noqa: ASYNC240 - one stat call
         if size > SINGLE_UPLOAD_LIMIT:
             upload = await _call(
@@ -159,7 +209,7 @@ class OpenAICompatibleProvider:
             )
             if upload.file is None:
                 raise ProviderError("The upload completed without a file", status=None)
-            return UpstreamFile(id=upload.file.id, bytes=upload.file.bytes, filename=filename)
+            return str(upload.file.id)
 
         async def single() -> Any:
             with path.open("rb") as handle:
@@ -168,21 +218,35 @@ class OpenAICompatibleProvider:
                 )
 
         created = await _call(single)
-        return UpstreamFile(id=created.id, bytes=created.bytes, filename=created.filename)
+        return str(created.id)
 
-    async def find_job(self, metadata_key: str, metadata_value: str) -> UpstreamJob | None:
-        async def lookup() -> UpstreamJob | None:
-            page = await self._client.fine_tuning.jobs.list(
-                metadata={metadata_key: metadata_value}, limit=10
-            )
-            for job in page.data:
-                if (job.metadata or {}).get(metadata_key) == metadata_value:
-                    return _job(job)
+    async def _find_created(self, spec: JobSpec) -> ProviderJob | None:
+        """The job an earlier attempt created for `spec.key`, matched on our metadata tag
+        here (no reliance on the server filtering by metadata), newest first back to
+        shortly before our job existed."""
+        oldest = (spec.created_after or 0) - LOOKUP_SLACK_SECONDS
+
+        async def lookup() -> ProviderJob | None:
+            after: str | None = None
+            for _ in range(LOOKUP_PAGES):
+                page = await self._client.fine_tuning.jobs.list(
+                    limit=100, after=after if after else openai.omit
+                )
+                for job in page.data:
+                    if (job.metadata or {}).get(METADATA_JOB_KEY) == spec.key:
+                        return _job(job)
+                if not page.has_more or not page.data or page.data[-1].created_at < oldest:
+                    return None
+                after = page.data[-1].id
             return None
 
         return await _call(lookup)
 
-    async def create_job(self, spec: JobSpec) -> UpstreamJob:
+    async def start_job(self, spec: JobSpec) -> ProviderJob:
+        if spec.maybe_created:
+            found = await self._find_created(spec)
+            if found is not None:
+                return found
         created = await _call(
             lambda: self._client.fine_tuning.jobs.create(
                 model=spec.model,
@@ -191,57 +255,50 @@ class OpenAICompatibleProvider:
                 method=dict(spec.method) if spec.method else openai.omit,  # type: ignore[arg-type]
                 suffix=spec.suffix or openai.omit,
                 seed=spec.seed if spec.seed is not None else openai.omit,
-                metadata=dict(spec.metadata),
+                metadata={**spec.metadata, METADATA_JOB_KEY: spec.key},
                 extra_body=self._job_extra_body or None,
+                # Honoured where the API supports it; the lookup above covers the rest.
+                extra_headers={"Idempotency-Key": f"create-job-{spec.key}"},
             )
         )
         return _job(created)
 
-    async def get_job(self, job_id: str) -> UpstreamJob:
+    async def get_job(self, job_id: str) -> ProviderJob:
         return _job(await _call(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
 
-    async def cancel_job(self, job_id: str) -> UpstreamJob:
+    async def cancel_job(self, job_id: str) -> ProviderJob:
         return _job(await _call(lambda: self._client.fine_tuning.jobs.cancel(job_id)))
 
-    async def pause_job(self, job_id: str) -> UpstreamJob:
+    async def pause_job(self, job_id: str) -> ProviderJob:
         return _job(await _call(lambda: self._client.fine_tuning.jobs.pause(job_id)))
 
-    async def resume_job(self, job_id: str) -> UpstreamJob:
+    async def resume_job(self, job_id: str) -> ProviderJob:
         return _job(await _call(lambda: self._client.fine_tuning.jobs.resume(job_id)))
 
-    async def events_since(self, job_id: str, last_seen: str | None) -> list[UpstreamEvent]:
-        async def collect() -> list[UpstreamEvent]:
-            newest_first: list[UpstreamEvent] = []
+    async def events_since(self, job_id: str, cursor: str | None) -> list[ProviderEvent]:
+        async def collect() -> list[ProviderEvent]:
+            newest_first: list[ProviderEvent] = []
             after: str | None = None
             while True:
                 page = await self._client.fine_tuning.jobs.list_events(
                     job_id, limit=EVENTS_PAGE, after=after if after else openai.omit
                 )
                 for event in page.data:
-                    if event.id == last_seen:
+                    if event.id == cursor:
                         return newest_first[::-1]
-                    newest_first.append(
-                        UpstreamEvent(
-                            id=event.id,
-                            created_at=event.created_at,
-                            level=event.level,
-                            message=event.message,
-                            type=event.type or "message",
-                            data=dict(event.data or {}) if isinstance(event.data, dict) else {},
-                        )
-                    )
+                    newest_first.append(_event(event))
                 if not page.has_more or not page.data:
                     return newest_first[::-1]
                 after = page.data[-1].id
 
         return await _call(collect)
 
-    async def checkpoints(self, job_id: str) -> list[UpstreamCheckpoint]:
-        async def collect() -> list[UpstreamCheckpoint]:
-            found: list[UpstreamCheckpoint] = []
+    async def checkpoints(self, job_id: str) -> list[ProviderCheckpoint]:
+        async def collect() -> list[ProviderCheckpoint]:
+            found: list[ProviderCheckpoint] = []
             async for item in self._client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
                 found.append(
-                    UpstreamCheckpoint(
+                    ProviderCheckpoint(
                         id=item.id,
                         created_at=item.created_at,
                         step_number=item.step_number,
@@ -253,9 +310,24 @@ class OpenAICompatibleProvider:
 
         return await _call(collect)
 
-    async def file_content(self, file_id: str) -> bytes:
-        response = await _call(lambda: self._client.files.content(file_id))
-        return response.content
+    async def final_metrics(self, job: ProviderJob) -> list[dict[str, float]]:
+        if job.status != "succeeded" or not job.result_refs:
+            return []
+        response = await _call(lambda: self._client.files.content(job.result_refs[0]))
+        return metrics_from_results(response.content)
+
+    async def deploy(self, fine_tuned_model: str) -> bool:  # noqa: ARG002 - the seam's shape
+        return True  # OpenAI serves a tuned model as soon as the job succeeds
+
+    async def describe_model(self, model: str) -> ModelFacts | None:  # noqa: ARG002
+        return None  # every model this kind trains is in the packaged catalog
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> str | None:
+        if self._webhooks is None:
+            raise ProviderWebhookRejected(
+                f"Provider {self.name} has no webhook secret configured", code="not_configured"
+            )
+        return self._webhooks.job_id(body, headers)
 
     # Chat is the latency-sensitive proxy path: it goes straight over the SDK's own
     # pooled HTTP client, with the SDK's URL and auth headers, but without the SDK's

@@ -1,0 +1,1 @@
+"""Chat: which model a tenant may talk to and where it is served (`targets`)."""

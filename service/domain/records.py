@@ -1,0 +1,200 @@
+"""The stored records, typed: Dataset, Job, Endpoint, Delivery, JobSecret.
+
+These are the service's own data as Redis keeps it (see `service.store`),
+not the API's schemas: a record carries internal fields (the tenant, the
+provider's ids, bookkeeping of the worker) that responses never show.
+
+Every record has a `schema_version`. A reader keeps fields it does not know
+(`extra="allow"`), so a process of an older release rewriting a record never
+drops what a newer one wrote; a newer release upgrades older records as it
+reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.domain.jobs import JobStatus
+
+SCHEMA_VERSION = 1
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    tenant: str
+    created_at: str
+
+
+# Datasets --------------------------------------------------------------------
+
+DatasetStatus = Literal["validating", "ready", "invalid"]
+
+
+class DatasetIssueRecord(BaseModel):
+    line: int | None
+    path: str | None
+    code: str
+    message: str
+
+
+class Dataset(Record):
+    name: str
+    status: DatasetStatus
+    model: str
+    filename: str | None = None
+    # The upload's options (name, format, columns, system prompt, split...).
+    request: dict[str, Any] = Field(default_factory=dict)
+    role: Literal["training", "validation"] = "training"
+    kind: str | None = None
+    format: str | None = None
+    example_count: int | None = None
+    token_count: int | None = None
+    token_stats: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None
+    warnings: list[DatasetIssueRecord] = Field(default_factory=list)
+    warning_totals: dict[str, int] = Field(default_factory=dict)
+    errors: list[DatasetIssueRecord] = Field(default_factory=list)
+    error_total: int = 0
+    sha256: str | None = None
+    bytes: int | None = None
+    normalized_sha256: str | None = None
+    validation_dataset_id: str | None = None
+    training_dataset_id: str | None = None
+    invalid_reason: str | None = None
+    validation_attempts: int = 0
+    updated_at: str | None = None
+
+
+# Jobs ------------------------------------------------------------------------
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class Upstream(BaseModel):
+    """What the provider calls this job: its ids and its own status, beside ours."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str | None = None
+    status: str | None = None
+    training_file_id: str | None = None
+    validation_file_id: str | None = None
+    # Set just before the provider is asked to create the job: a later attempt
+    # then looks for that job before creating one (a crash may have hidden it).
+    create_attempted: bool = False
+
+
+class Job(Record):
+    status: JobStatus
+    dataset_id: str
+    validation_dataset_id: str | None = None
+    model: str
+    provider: str
+    method: dict[str, Any]
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    webhook_url: str | None = None
+    fine_tuned_model: str | None = None
+    error: JobError | None = None
+    trained_tokens: int | None = None
+    estimated_finish: str | None = None
+    cancel_requested: bool = False
+    requested_action: Literal["cancel", "pause", "resume"] | None = None
+    upstream: Upstream = Field(default_factory=Upstream)
+    updated_at: str
+    finished_at: str | None = None
+    # Worker bookkeeping.
+    event_cursor: str | None = None
+    unchanged_polls: int = 0
+    sync_errors: int = 0
+    deploy_attempts: int = 0
+    announced: list[str] = Field(default_factory=list)
+
+
+class JobEvent(BaseModel):
+    """One entry of a job's timeline: our own transitions and the provider's events."""
+
+    id: str
+    object: Literal["job.event"] = "job.event"
+    job_id: str
+    created_at: str
+    source: Literal["service", "provider"]
+    type: str
+    level: str
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class JobCheckpoint(BaseModel):
+    id: str
+    object: Literal["job.checkpoint"] = "job.checkpoint"
+    created_at: str
+    step_number: int
+    fine_tuned_model_checkpoint: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+# Webhooks --------------------------------------------------------------------
+
+
+class SigningSecret(BaseModel):
+    secret: str
+    created_at: float
+    expires_at: float | None = None
+
+
+class Endpoint(Record):
+    url: str
+    event_types: list[str]
+    description: str = ""
+    enabled: bool = True
+    disabled_reason: str | None = None
+    failing_since: float | None = None
+    secrets: list[SigningSecret]
+    updated_at: str
+
+
+DeliveryState = Literal["pending", "succeeded", "failed"]
+
+
+class Delivery(Record):
+    endpoint_id: str | None
+    url: str
+    job_id: str | None
+    event_id: str
+    event_type: str
+    payload: str
+    state: DeliveryState = "pending"
+    attempt_count: int = 0
+    next_attempt_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    updated_at: str
+    finished_at: str | None = None
+
+
+class DeliveryAttempt(BaseModel):
+    attempt: int
+    at: str
+    url: str
+    status: int | None
+    latency_ms: float
+    response: str | None
+    error: str | None
+
+
+class JobSecret(Record):
+    """A tenant's signing secrets for its jobs' own `webhook_url` deliveries."""
+
+    secrets: list[SigningSecret]
+    rotated_at: str | None = None

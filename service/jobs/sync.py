@@ -1,0 +1,435 @@
+"""Moving one of our jobs one step closer to its end (the worker's `sync_job`).
+
+The step is a re-entrant state machine that re-reads the job each time, so
+running it twice, late, or after a crash is harmless:
+
+1. stage the dataset file(s) unless their provider ids are already recorded;
+2. start the provider's job unless its id is recorded (keyed by our job id:
+   a retry after a crash finds the job an earlier attempt made);
+3. carry out a requested cancel, pause or resume;
+4. poll: what the provider says is turned into changes by the pure
+   `service.domain.jobs.observe` — status, mirrored fields, timeline entries,
+   checkpoints, final metrics — and written in one atomic step;
+5. deploy: once training succeeded the tuned model is made to answer chat,
+   and only then is the job `succeeded` (and `job.succeeded` sent).
+
+Upstream ids are recorded the moment they exist. Webhook announcements are
+emitted before the write that remembers them (deliveries are idempotent by
+id, so a repeat announces once). The step returns "terminal", "gone", or the
+seconds to wait before the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+from service import tasks
+from service.domain import jobs as rules
+from service.domain.jobs import JobStatus, RemoteEvent, RemoteJob, Step, is_terminal
+from service.domain.records import Job, JobCheckpoint
+from service.domain.stamps import iso_from_unix, now_iso, unix_from_iso
+from service.providers.base import (
+    JobSpec,
+    Provider,
+    ProviderCheckpoint,
+    ProviderError,
+    ProviderEvent,
+    ProviderJob,
+)
+from service.resources import Resources
+from service.store.jobs import Changes
+from service.webhooks.events import emit_job_event
+
+logger = logging.getLogger(__name__)
+
+# Pause before re-running a step whose write lost a race (an action landed meanwhile).
+RACE_PAUSE_SECONDS = 0.05
+# Polls while deploying: a tuned model becomes servable within seconds to minutes.
+DEPLOY_POLL_SECONDS = 2.0
+MAX_WRITE_ATTEMPTS = 20
+
+Outcome = str | float
+
+
+def _jitter(delay: float) -> float:
+    return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+
+
+def remote_view(job: ProviderJob) -> RemoteJob:
+    error = job.error
+    return RemoteJob(
+        id=job.id,
+        status=job.status,
+        raw_status=job.raw_status or job.status,
+        fine_tuned_model=job.fine_tuned_model,
+        trained_tokens=job.trained_tokens,
+        finished_at=job.finished_at,
+        estimated_finish=job.estimated_finish,
+        error_code=error.code if error else None,
+        error_message=error.message if error else None,
+        error_param=error.param if error else None,
+    )
+
+
+def event_view(event: ProviderEvent) -> RemoteEvent:
+    return RemoteEvent(
+        id=event.id,
+        created_at=event.created_at,
+        level=event.level,
+        message=event.message,
+        type=event.type,
+        data=event.data,
+        metrics=event.metrics,
+    )
+
+
+def checkpoint_record(checkpoint: ProviderCheckpoint) -> JobCheckpoint:
+    return JobCheckpoint(
+        id=checkpoint.id,
+        created_at=iso_from_unix(checkpoint.created_at) or now_iso(),
+        step_number=checkpoint.step_number,
+        fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
+        metrics=dict(checkpoint.metrics),
+    )
+
+
+class JobSync:
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self.jobs = resources.jobs
+        self.settings = resources.settings
+
+    async def step(self, job_id: str) -> Outcome:
+        job = await self.jobs.get(job_id)
+        if job is None:
+            logger.warning("job vanished before it could be synced", extra={"job_id": job_id})
+            return "gone"
+        provider = self.resources.providers.get(job.provider)
+        try:
+            return await self._advance(job, provider)
+        except ProviderError as exc:
+            return await self._provider_failed(job_id, exc)
+
+    # Writing -----------------------------------------------------------------
+
+    async def _commit(
+        self,
+        job_id: str,
+        decide: Callable[[Job, Step], None],
+        checkpoints: list[JobCheckpoint] | None = None,
+    ) -> tuple[Job, bool]:
+        """Re-read, apply `decide`, announce what became due, and write it all at once;
+        again on a lost race. Returns the job as written and whether a poke arrived."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            snapshot = await self.jobs.read(job_id)
+            if snapshot is None:
+                raise _Gone
+            job, step = snapshot.job, Step()
+            decide(job, step)
+            due = rules.announcements_due(job)
+            for kind in due:
+                await emit_job_event(self.resources, job, kind)
+            job.announced = sorted({*job.announced, *due})
+            result = await self.jobs.apply(
+                job_id,
+                snapshot,
+                Changes(job=job, entries=step.entries, checkpoints=checkpoints or []),
+            )
+            if not result.written:
+                continue
+            if result.checkpoints_added and checkpoints:
+                newest = max(c.step_number for c in checkpoints)
+                await emit_job_event(
+                    self.resources, job, "job.checkpoint.created", discriminator=str(newest)
+                )
+            return job, result.poked
+        raise RuntimeError(f"could not write job {job_id}: too much contention")
+
+    # The state machine ---------------------------------------------------------
+
+    async def _advance(self, job: Job, provider: Provider) -> Outcome:
+        try:
+            if is_terminal(job.status):
+                return await self._finish_terminal(job, provider)
+            if not job.upstream.job_id:
+                if job.status == JobStatus.PENDING:
+                    job, _ = await self._commit(
+                        job.id,
+                        lambda j, s: _append(
+                            s, rules.transition(j, JobStatus.UPLOADING, "Uploading training data")
+                        ),
+                    )
+                job = await self._stage_files(job, provider)
+                if is_terminal(job.status):
+                    return await self._finish_terminal(job, provider)
+                job = await self._start(job, provider)
+                if is_terminal(job.status):
+                    return await self._finish_terminal(job, provider)
+            if job.requested_action:
+                job = await self._carry_out(job, provider)
+            if job.status == JobStatus.DEPLOYING:
+                return await self._deploy(job, provider)
+            return await self._poll(job, provider)
+        except _Gone:
+            return "gone"
+
+    async def _finish_terminal(self, job: Job, provider: Provider) -> Outcome:
+        # Cancelled here while the worker was starting the upstream job: cancel that too.
+        if job.status == JobStatus.CANCELLED and job.upstream.job_id:
+            remote = await provider.get_job(job.upstream.job_id)
+            if remote.status not in ("succeeded", "failed", "cancelled"):
+                remote = await provider.cancel_job(job.upstream.job_id)
+
+            def mirror_status(j: Job, _: Step) -> None:
+                j.upstream.status = remote.raw_status
+
+            await self._commit(job.id, mirror_status)
+        else:
+            await self._commit(job.id, _unchanged)  # announce, if still due
+        return "terminal"
+
+    async def _fail(self, job_id: str, code: str, message: str, param: str | None) -> Job:
+        job, _ = await self._commit(job_id, lambda j, s: rules.fail(j, code, message, param, s))
+        return job
+
+    async def _stage_files(self, job: Job, provider: Provider) -> Job:
+        for dataset_id, field in (
+            (job.dataset_id, "training_file_id"),
+            (job.validation_dataset_id, "validation_file_id"),
+        ):
+            if not dataset_id or getattr(job.upstream, field):
+                continue
+            dataset = await self.resources.datasets.get(dataset_id)
+            if dataset is None or not self.resources.blobs.exists(dataset_id):
+                return await self._fail(
+                    job.id,
+                    "dataset_missing",
+                    f"Dataset {dataset_id} was deleted before it was uploaded",
+                    "validation_dataset_id" if field == "validation_file_id" else "dataset_id",
+                )
+            # Re-read just before the upload: a cancel may have landed meanwhile.
+            current = await self.jobs.get(job.id)
+            if current is None:
+                raise _Gone
+            if is_terminal(current.status):
+                return current
+            file_id = await provider.stage_file(
+                self.resources.blobs.path(dataset_id), filename=f"{dataset_id}.jsonl"
+            )
+
+            # Record the provider's id the moment it exists.
+            def record(j: Job, _: Step, f: str = field, value: str = file_id) -> None:
+                setattr(j.upstream, f, value)
+
+            job, _ = await self._commit(job.id, record)
+            logger.info("uploaded dataset", extra={"job_id": job.id, "file_id": file_id})
+        return job
+
+    async def _start(self, job: Job, provider: Provider) -> Job:
+        current = await self.jobs.get(job.id)
+        if current is None:
+            raise _Gone
+        if is_terminal(current.status):
+            return current
+        maybe_created = current.upstream.create_attempted
+        if not maybe_created:
+            # From here on a crash may hide a job the provider made: the next attempt
+            # looks for it before creating one.
+            def attempt(j: Job, _: Step) -> None:
+                j.upstream.create_attempted = True
+
+            current, _ = await self._commit(job.id, attempt)
+        if current.upstream.training_file_id is None:
+            raise RuntimeError(f"job {current.id} has no staged training file")
+        remote = await provider.start_job(
+            JobSpec(
+                key=current.id,
+                model=current.model,
+                training_file=current.upstream.training_file_id,
+                validation_file=current.upstream.validation_file_id,
+                method=current.method,
+                suffix=current.suffix,
+                seed=current.seed,
+                metadata=current.metadata,
+                maybe_created=maybe_created,
+                created_after=unix_from_iso(current.created_at),
+            )
+        )
+        logger.info(
+            "upstream job ready",
+            extra={"job_id": current.id, "upstream_job": remote.id, "found": maybe_created},
+        )
+        view = remote_view(remote)
+        job, _ = await self._commit(job.id, lambda j, s: rules.observe(j, view, [], s))
+        return job
+
+    async def _carry_out(self, job: Job, provider: Provider) -> Job:
+        action = job.requested_action
+        upstream_id = _upstream_id(job)
+        remote: ProviderJob | None = None
+        refusal: str | None = None
+        try:
+            if action == "cancel":
+                remote = await provider.cancel_job(upstream_id)
+            elif action == "pause":
+                remote = await provider.pause_job(upstream_id)
+            else:
+                remote = await provider.resume_job(upstream_id)
+        except ProviderError as exc:
+            if exc.retriable:
+                raise
+            # The provider refused (say the job finished meanwhile): say so on the
+            # timeline and carry on following the job.
+            refusal = f"Provider refused {action}: {exc.message}"
+
+        def settle(j: Job, s: Step) -> None:
+            j.requested_action = None
+            if refusal is not None:
+                s.entries.append(rules.service_event(j.id, refusal, level="warn"))
+            if remote is not None:
+                rules.observe(j, remote_view(remote), [], s)
+
+        job, _ = await self._commit(job.id, settle)
+        return job
+
+    async def _poll(self, job: Job, provider: Provider) -> Outcome:
+        upstream_id = _upstream_id(job)
+        remote = await provider.get_job(upstream_id)
+        events = await provider.events_since(upstream_id, job.event_cursor)
+        checkpoints: list[JobCheckpoint] = []
+        trained = remote.status == "succeeded"
+        if trained or is_terminal(remote.status) or any(e.checkpoint_saved for e in events):
+            checkpoints = [checkpoint_record(c) for c in await provider.checkpoints(upstream_id)]
+        results = await provider.final_metrics(remote) if trained else []
+        ready = False
+        if trained and remote.fine_tuned_model:
+            # Providers that serve at once pass straight through `deploying`.
+            ready = await provider.deploy(remote.fine_tuned_model)
+        view = remote_view(remote)
+        seen = [event_view(e) for e in events]
+        delay = 0.0
+
+        def decide(j: Job, s: Step) -> None:
+            nonlocal delay
+            rules.observe(j, view, seen, s)
+            s.entries += rules.results_entries(results)
+            if ready and j.status == JobStatus.DEPLOYING:
+                rules.deployed(j, s)
+            elif j.status == JobStatus.DEPLOYING:
+                j.deploy_attempts += 1
+            j.sync_errors = 0
+            delay = rules.next_poll(
+                j, s, minimum=self.settings.poll_min_seconds, maximum=self.settings.poll_max_seconds
+            )
+
+        job, poked = await self._commit(job.id, decide, checkpoints)
+        if is_terminal(job.status):
+            return "terminal"
+        if job.status == JobStatus.DEPLOYING:
+            return _jitter(min(DEPLOY_POLL_SECONDS, self.settings.poll_max_seconds))
+        if poked:
+            return RACE_PAUSE_SECONDS  # a provider webhook or an action arrived meanwhile
+        return _jitter(delay)
+
+    async def _deploy(self, job: Job, provider: Provider) -> Outcome:
+        if job.fine_tuned_model is None:
+            raise RuntimeError(f"job {job.id} is deploying without a tuned model")
+        ready = await provider.deploy(job.fine_tuned_model)
+
+        def decide(j: Job, s: Step) -> None:
+            j.sync_errors = 0
+            if ready:
+                rules.deployed(j, s)
+            else:
+                j.deploy_attempts += 1
+
+        job, _ = await self._commit(job.id, decide)
+        if is_terminal(job.status):
+            return "terminal"
+        if job.deploy_attempts >= rules.MAX_DEPLOY_ATTEMPTS:
+            await self._fail(
+                job.id,
+                "deploy_failed",
+                f"The tuned model did not become servable after {job.deploy_attempts} tries",
+                None,
+            )
+            return "failed"
+        return _jitter(DEPLOY_POLL_SECONDS)
+
+    async def _provider_failed(self, job_id: str, exc: ProviderError) -> Outcome:
+        job = await self.jobs.get(job_id)
+        if job is None:
+            return "gone"
+        deploying = job.status == JobStatus.DEPLOYING
+        reached_provider = bool(job.upstream.job_id)
+        if exc.retriable:
+            attempts = job.sync_errors + 1
+
+            def count(j: Job, _: Step) -> None:
+                j.sync_errors = attempts
+                if deploying:
+                    j.deploy_attempts += 1
+
+            job, _ = await self._commit(job_id, count)
+            logger.warning(
+                "provider call failed; will retry",
+                extra={
+                    "job_id": job_id,
+                    "status": exc.status,
+                    "attempt": attempts,
+                    "error": exc.message,
+                },
+            )
+            gave_up = (deploying and job.deploy_attempts >= rules.MAX_DEPLOY_ATTEMPTS) or (
+                not reached_provider and attempts >= rules.MAX_CONSECUTIVE_ERRORS
+            )
+            if not gave_up:
+                return _jitter(rules.retry_delay(attempts, retry_after=exc.retry_after))
+        logger.warning(
+            "provider refused; failing the job",
+            extra={"job_id": job_id, "status": exc.status, "code": exc.code, "error": exc.message},
+        )
+        if deploying:
+            await self._fail(
+                job_id,
+                exc.code or "deploy_failed",
+                f"The tuned model could not be deployed: {exc.message}",
+                exc.param,
+            )
+        else:
+            await self._fail(job_id, exc.code or f"http_{exc.status}", exc.message, exc.param)
+        return "failed"
+
+    async def requeue(self) -> int:
+        """For the reconciler: every unfinished job (and every finished one not yet
+        announced) has its sync scheduled."""
+        queue = self.resources.queue
+        scheduled = 0
+        for job_id in sorted(await self.jobs.active_ids()):
+            if await tasks.is_scheduled(queue, tasks.sync_job_id(job_id)):
+                continue
+            if await tasks.enqueue_sync_job(queue, job_id):
+                scheduled += 1
+        return scheduled
+
+
+def _unchanged(job: Job, step: Step) -> None:
+    """Nothing to change: the write only announces what is due."""
+
+
+def _upstream_id(job: Job) -> str:
+    if job.upstream.job_id is None:
+        raise RuntimeError(f"job {job.id} has no upstream job yet")
+    return job.upstream.job_id
+
+
+class _Gone(Exception):
+    """The job was deleted under the step."""
+
+
+def _append(step: Step, entry: rules.TimelineEntry | None) -> None:
+    if entry is not None:
+        step.entries.append(entry)
+        step.changed = True

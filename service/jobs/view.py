@@ -1,0 +1,82 @@
+"""A job as callers see it: `GET /jobs/{id}` answers it and webhook payloads carry
+it as `data`, so both are built here from the stored record."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from service.domain.jobs import JobStatus
+from service.domain.records import Job as JobRecord
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ProviderState(BaseModel):
+    name: str
+    job_id: str | None = None
+    status: str | None = None
+    training_file_id: str | None = None
+    validation_file_id: str | None = None
+
+
+class Job(BaseModel):
+    """The contract's `Job` (its name in openapi.json is what clients are generated from)."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    dataset_id: str
+    validation_dataset_id: str | None
+    model: str
+    method: dict[str, Any]
+    suffix: str | None
+    seed: int | None
+    metadata: dict[str, str]
+    webhook_url: str | None
+    fine_tuned_model: str | None
+    error: JobError | None
+    trained_tokens: int | None
+    estimated_finish: str | None
+    cancel_requested: bool
+    provider: ProviderState
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+
+
+def public_job(job: JobRecord) -> Job:
+    upstream = job.upstream
+    return Job(
+        id=job.id,
+        status=job.status,
+        dataset_id=job.dataset_id,
+        validation_dataset_id=job.validation_dataset_id,
+        model=job.model,
+        method=job.method,
+        suffix=job.suffix,
+        seed=job.seed,
+        metadata=job.metadata,
+        webhook_url=job.webhook_url,
+        # Null until the tuned model answers chat (not while it is being deployed).
+        fine_tuned_model=job.fine_tuned_model if job.status == JobStatus.SUCCEEDED else None,
+        error=JobError(**job.error.model_dump()) if job.error else None,
+        trained_tokens=job.trained_tokens,
+        estimated_finish=job.estimated_finish,
+        cancel_requested=job.cancel_requested,
+        provider=ProviderState(
+            name=job.provider,
+            job_id=upstream.job_id,
+            status=upstream.status,
+            training_file_id=upstream.training_file_id,
+            validation_file_id=upstream.validation_file_id,
+        ),
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+    )

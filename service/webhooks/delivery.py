@@ -1,0 +1,347 @@
+"""Delivering a webhook: one signed POST attempt, recorded, and the next one scheduled.
+
+- 2xx is success; anything else (3xx included: redirects are never followed)
+  is a failure and schedules the next attempt on DELAYS with jitter, honouring
+  a bounded Retry-After.
+- An attempt has one deadline for everything (resolve, connect, send, read):
+  a receiver that trickles its answer cannot hold a worker slot past it, and
+  only the first RESPONSE_KEEP_BYTES of its answer are read.
+- Each tenant has at most WEBHOOK_CONCURRENCY_PER_TENANT attempts in flight
+  (slots in Redis, shared by every worker); an attempt that finds them taken
+  waits its turn with a short deferral, so one tenant's slow receivers never
+  fill the worker and delay another tenant's jobs or webhooks.
+- 410 Gone disables the endpoint at once; an endpoint failing without a single
+  success for DISABLE_AFTER_SECONDS is disabled and says why.
+- The address dialled is checked at connect time (`GuardedTransport`), so a
+  DNS answer that changed since registration cannot reach a private network.
+  A refused address, like a secret that cannot sign, is a failed attempt with
+  its reason on record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Literal
+
+import httpx
+
+from service import tasks
+from service.domain import webhook_signing
+from service.domain.records import Delivery, DeliveryAttempt, Endpoint
+from service.domain.stamps import now_iso
+from service.resources import Resources
+from service.store.records import RecordGone
+from service.store.slots import Slots
+from service.store.webhooks import WebhookStore
+from service.webhooks.outbound_guard import (
+    UnsafeTarget,
+    check_url_shape,
+    refuse_private,
+    resolve,
+)
+
+logger = logging.getLogger(__name__)
+
+# Seconds before attempt 2, 3, …: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DELAYS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+MAX_ATTEMPTS = len(DELAYS) + 1
+TIMEOUT_SECONDS = 15.0
+MAX_RETRY_AFTER = 3600.0
+RESPONSE_KEEP_BYTES = 4096
+DISABLE_AFTER_SECONDS = 5 * 24 * 3600
+SECRET_OVERLAP_SECONDS = 24 * 3600
+SLOT_WAIT_SECONDS = 1.0
+# A slot outlives its attempt's deadline a little, for the bookkeeping after it.
+SLOT_SPARE_SECONDS = 10.0
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """Resolve the host ourselves, refuse non-public answers, dial the checked address.
+
+    The request keeps its Host header and TLS server name, so virtual hosting
+    and certificate checks work as if the name had been dialled.
+    """
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = httpx.AsyncHTTPTransport(retries=0)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host, port = check_url_shape(str(request.url))
+        addresses = await resolve(host, port)
+        if not self._allow_private:
+            refuse_private(host, addresses)
+        if not addresses:
+            raise UnsafeTarget(f"webhook host {host!r} has no address")
+        address = addresses[0]
+        literal = f"[{address}]" if address.version == 6 else str(address)
+        explicit_port = request.url.port
+        request.url = request.url.copy_with(host=literal)
+        request.headers["host"] = f"{host}:{explicit_port}" if explicit_port else host
+        request.extensions = {**request.extensions, "sni_hostname": host}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def delivery_client(*, allow_private: bool) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=GuardedTransport(allow_private=allow_private),
+        # The attempt's own deadline (in `_post`) bounds the whole exchange; these
+        # bound each phase within it.
+        timeout=httpx.Timeout(TIMEOUT_SECONDS),
+        follow_redirects=False,
+        headers={"user-agent": "finetune-service-webhooks/1"},
+    )
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(value)))
+    except ValueError:
+        return None
+
+
+def next_delay(attempt: int, retry_after: float | None) -> float | None:
+    """Delay before attempt `attempt + 1`, or None when attempts are used up."""
+    if attempt >= MAX_ATTEMPTS:
+        return None
+    base = DELAYS[attempt - 1] * random.uniform(0.9, 1.1)  # noqa: S311 - jitter
+    return max(base, retry_after) if retry_after is not None else base
+
+
+async def signing_secrets(
+    resources: Resources, delivery: Delivery, endpoint: Endpoint | None
+) -> list[str]:
+    """An endpoint's active secrets, or for a job's own webhook_url its tenant's
+    (the service-wide one only serves the single local tenant of a dev machine)."""
+    now = time.time()
+    if endpoint is not None:
+        return webhook_signing.active_secrets(endpoint.secrets, now)
+    record = await resources.webhooks.job_secret(delivery.tenant)
+    if record is not None:
+        return webhook_signing.active_secrets(record.secrets, now)
+    if resources.settings.auth_disabled:
+        return [resources.settings.signing_secret]
+    return []
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+) -> tuple[httpx.Response, bytes]:
+    """POST and read at most RESPONSE_KEEP_BYTES of the answer, all within one deadline."""
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            kept = bytearray()
+            async for chunk in response.aiter_raw():
+                kept += chunk
+                if len(kept) >= RESPONSE_KEEP_BYTES:
+                    break  # the rest is dropped with the connection
+            return response, bytes(kept[:RESPONSE_KEEP_BYTES])
+
+
+class WebhookDelivery:
+    def __init__(self, resources: Resources, client: httpx.AsyncClient) -> None:
+        self.resources = resources
+        self.store = resources.webhooks
+        self.client = client
+
+    async def attempt(self, delivery_id: str, attempt: int) -> str | float:
+        """One attempt; returns what happened, or the seconds to wait for a free slot."""
+        delivery = await self.store.delivery(delivery_id)
+        if delivery is None:
+            return "gone"
+        if delivery.state != "pending" or delivery.attempt_count >= attempt:
+            return "stale"  # a duplicate enqueue of an attempt that already ran
+        endpoint = None
+        if delivery.endpoint_id:
+            endpoint = await self.store.endpoint(delivery.endpoint_id)
+            if endpoint is None or not endpoint.enabled:
+                reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
+                await _finish(self.store, delivery_id, "failed", error=reason)
+                return reason
+        slots = Slots(
+            self.resources.redis,
+            self.resources.keys.delivery_slots(delivery.tenant),
+            limit=self.resources.settings.webhook_concurrency_per_tenant,
+            ttl=TIMEOUT_SECONDS + SLOT_SPARE_SECONDS,
+        )
+        holder = f"{delivery_id}:{attempt}"
+        if not await slots.take(holder):
+            return SLOT_WAIT_SECONDS * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
+        try:
+            return await self._send(delivery, endpoint, attempt)
+        finally:
+            await slots.release(holder)
+
+    async def _send(self, delivery: Delivery, endpoint: Endpoint | None, attempt: int) -> str:
+        store = self.store
+        delivery_id = delivery.id
+        url = endpoint.url if endpoint else delivery.url
+        body = delivery.payload.encode()
+        started = time.perf_counter()
+        response: httpx.Response | None = None
+        kept = b""
+        error: str | None = None
+        try:
+            secrets = await signing_secrets(self.resources, delivery, endpoint)
+            if not secrets:
+                raise webhook_signing.SigningError(
+                    "the tenant has no signing secret for jobs' webhook_url "
+                    "(create one with POST /webhooks/job-secret)"
+                )
+            headers = webhook_signing.headers(secrets, delivery.event_id, int(time.time()), body)
+            response, kept = await _post(self.client, url, body, headers)
+        except webhook_signing.SigningError as exc:
+            error = f"not sent: {exc}"
+        except UnsafeTarget as exc:
+            error = f"not sent: {exc.detail}"
+        except TimeoutError:
+            error = f"no complete answer within {TIMEOUT_SECONDS:g} s"
+        except httpx.TimeoutException:
+            error = f"timed out after {TIMEOUT_SECONDS:g} s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        status = response.status_code if response is not None else None
+        if status is not None and 300 <= status < 400:
+            error = f"redirect ({status}) not followed"
+        elif status is not None and not 200 <= status < 300:
+            error = f"HTTP {status}"
+        await store.add_attempt(
+            delivery_id,
+            DeliveryAttempt(
+                attempt=attempt,
+                at=now_iso(),
+                url=url,
+                status=status,
+                latency_ms=latency_ms,
+                response=kept.decode("utf-8", "replace") if response is not None else None,
+                error=error,
+            ),
+        )
+        succeeded = status is not None and 200 <= status < 300
+        try:
+            if succeeded:
+                await _finish(store, delivery_id, "succeeded", status=status, attempts=attempt)
+                if endpoint is not None:
+                    await store.update_endpoint(endpoint.id, _healthy)
+                return "succeeded"
+            if status == 410 and endpoint is not None:
+                await store.update_endpoint(
+                    endpoint.id, lambda e: _disable(e, "The endpoint answered 410 Gone")
+                )
+                await _finish(
+                    store, delivery_id, "failed", status=status, error=error, attempts=attempt
+                )
+                return "gone-410"
+            if endpoint is not None:
+                await _note_failure(store, endpoint.id)
+        except RecordGone:
+            pass  # the endpoint was deleted meanwhile; the delivery still gets its verdict
+        delay = next_delay(attempt, _retry_after(response))
+        if delay is None:
+            await _finish(
+                store, delivery_id, "failed", status=status, error=error, attempts=attempt
+            )
+            return "failed"
+
+        def schedule(d: Delivery) -> Delivery:
+            d.attempt_count = attempt
+            d.last_status = status
+            d.last_error = error
+            d.next_attempt_at = time.time() + delay
+            d.updated_at = now_iso()
+            return d
+
+        await store.update_delivery(delivery_id, schedule)
+        await tasks.enqueue_delivery(
+            self.resources.queue, delivery_id, attempt=attempt + 1, defer_by=delay
+        )
+        logger.info(
+            "webhook attempt failed; retrying",
+            extra={
+                "delivery_id": delivery_id,
+                "status": status,
+                "error": error,
+                "retry_in": round(delay, 1),
+            },
+        )
+        return "retrying"
+
+    async def requeue(self) -> int:
+        """For the reconciler: every pending delivery has its next attempt queued."""
+        queue = self.resources.queue
+        scheduled = 0
+        for delivery in await self.store.deliveries(await self.store.pending_ids()):
+            if delivery.state != "pending":
+                await self.store.update_delivery(delivery.id, lambda d: d)
+                continue
+            attempt = delivery.attempt_count + 1
+            if await tasks.is_scheduled(queue, tasks.deliver_job_id(delivery.id, attempt)):
+                continue
+            defer = max(0.0, float(delivery.next_attempt_at or 0) - time.time())
+            if await tasks.enqueue_delivery(queue, delivery.id, attempt=attempt, defer_by=defer):
+                scheduled += 1
+        return scheduled
+
+
+async def _note_failure(store: WebhookStore, endpoint_id: str) -> None:
+    endpoint = await store.update_endpoint(endpoint_id, _failing)
+    since = endpoint.failing_since or time.time()
+    if time.time() - since > DISABLE_AFTER_SECONDS:
+        await store.update_endpoint(
+            endpoint_id, lambda e: _disable(e, "Every delivery failed for more than 5 days")
+        )
+
+
+async def _finish(
+    store: WebhookStore,
+    delivery_id: str,
+    state: Literal["succeeded", "failed"],
+    *,
+    status: int | None = None,
+    error: str | None = None,
+    attempts: int | None = None,
+) -> None:
+    def change(d: Delivery) -> Delivery:
+        d.state = state
+        d.last_status = status
+        d.last_error = error
+        d.finished_at = now_iso()
+        d.updated_at = now_iso()
+        if attempts is not None:
+            d.attempt_count = attempts
+        return d
+
+    await store.update_delivery(delivery_id, change)
+
+
+def _healthy(endpoint: Endpoint) -> Endpoint | None:
+    if endpoint.failing_since is None:
+        return None
+    endpoint.failing_since = None
+    return endpoint
+
+
+def _failing(endpoint: Endpoint) -> Endpoint | None:
+    if endpoint.failing_since is not None:
+        return None
+    endpoint.failing_since = time.time()
+    return endpoint
+
+
+def _disable(endpoint: Endpoint, reason: str) -> Endpoint:
+    endpoint.enabled = False
+    endpoint.disabled_reason = reason
+    endpoint.updated_at = now_iso()
+    return endpoint
