@@ -137,39 +137,37 @@ def parse_defaults(value: Any, context_length: int) -> Defaults:
     unknown = sorted(set(value) - known)
     if unknown:
         raise DefaultsError(f"unknown key {unknown[0]!r}")
-    defaults = Defaults(max_length=min(2048, context_length))
+    overrides: dict[str, Any] = {}
     for key in ("n_epochs", "batch_size", "max_length"):
         if key in value and value[key] != "auto":
             number = value[key]
             if not isinstance(number, int) or isinstance(number, bool) or number < 1:
                 raise DefaultsError(f"{key} must be a positive integer or 'auto'")
-            defaults = replace(defaults, **{key: number})
+            overrides[key] = number
     for key in ("learning_rate", "warmup_ratio", "weight_decay"):
         if key in value:
             number = value[key]
             if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
                 raise DefaultsError(f"{key} must be a number >= 0")
-            defaults = replace(defaults, **{key: float(number)})
-    if defaults.learning_rate <= 0:
+            overrides[key] = float(number)
+    if overrides.get("learning_rate", 1.0) <= 0:
         raise DefaultsError("learning_rate must be above 0")
-    if defaults.warmup_ratio >= 1:
+    if overrides.get("warmup_ratio", 0.0) >= 1:
         raise DefaultsError("warmup_ratio must be below 1")
     if "lr_scheduler" in value:
         if value["lr_scheduler"] not in SCHEDULERS:
             raise DefaultsError(f"lr_scheduler must be one of {', '.join(SCHEDULERS)}")
-        defaults = replace(defaults, lr_scheduler=value["lr_scheduler"])
+        overrides["lr_scheduler"] = value["lr_scheduler"]
     if "gradient_checkpointing" in value:
         if not isinstance(value["gradient_checkpointing"], bool):
             raise DefaultsError("gradient_checkpointing must be true or false")
-        defaults = replace(defaults, gradient_checkpointing=value["gradient_checkpointing"])
+        overrides["gradient_checkpointing"] = value["gradient_checkpointing"]
     if "lora" in value:
-        lora = value["lora"]
-        if not isinstance(lora, dict):
-            raise DefaultsError("lora must be an object")
         try:
-            defaults = replace(defaults, lora=parse_lora(lora, "lora", defaults.lora))
+            overrides["lora"] = parse_lora(value["lora"], "lora", LoraSettings())
         except APIError as exc:
             raise DefaultsError(exc.message) from exc
+    defaults = replace(Defaults(max_length=min(2048, context_length)), **overrides)
     return replace(defaults, max_length=min(defaults.max_length, context_length))
 
 
