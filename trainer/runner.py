@@ -153,13 +153,16 @@ class Runner:
             )
         job.status = "cancelled"
         job.finished_at = int(time.time())
-        self.jobs.add_event(job, "Fine-tuning job cancelled")
         self.jobs.save(job)
         if job.id in self._queue:
             self._queue.remove(job.id)
         running = self._running.get(job.id)
         if running is not None:
+            # Its last events are copied in before the process is let go, so the
+            # cancellation is the last word in the job's log.
             await self._terminate(running)
+        self.jobs.add_event(job, "Fine-tuning job cancelled")
+        self.jobs.save(job)
         return job
 
     # -- validation ------------------------------------------------------------

@@ -310,6 +310,11 @@ def _assistant_only_loss(tokenizer: Any, events: EventLog, model: str) -> bool:
 
 def train(spec: TrainingSpec, events: EventLog) -> dict[str, Any]:
     """Run the training; returns what `result.json` records."""
+    # The files first: a bad one fails in a moment, before the heavy imports.
+    training_rows = _conversations(spec.training_file, "training_file")
+    validation_rows = (
+        _conversations(spec.validation_file, "validation_file") if spec.validation_file else None
+    )
     _offline()
     import torch
     from datasets import Dataset
@@ -317,10 +322,6 @@ def train(spec: TrainingSpec, events: EventLog) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    training_rows = _conversations(spec.training_file, "training_file")
-    validation_rows = (
-        _conversations(spec.validation_file, "validation_file") if spec.validation_file else None
-    )
     set_seed(spec.seed)
     cuda = torch.cuda.is_available()
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
