@@ -42,12 +42,26 @@ def _start_long_job(server: TrainerServer) -> tuple[str, int]:
 def test_cancel_stops_the_training_process(trainer_server: TrainerServer) -> None:
     client = trainer_server.client()
     job_id, pid = _start_long_job(trainer_server)
+    # One training at a time: a second job waits in the queue.
+    waiting = client.fine_tuning.jobs.create(
+        model=TINY_MODEL,
+        training_file=client.fine_tuning.jobs.retrieve(job_id).training_file,
+        method=LONG_JOB,  # type: ignore[arg-type]
+    )
+    assert wait_for_job(client, waiting.id, statuses=("queued",), timeout=30).status == "queued"
+    time.sleep(1)
+    assert client.fine_tuning.jobs.retrieve(waiting.id).status == "queued"
 
     cancelled = client.fine_tuning.jobs.cancel(job_id)
     assert cancelled.status == "cancelled"
     # The cancel call returns once the whole process group has stopped.
     assert not process_running(pid)
     assert not group_alive(pid)
+    # The freed slot goes to the queued job, which is cancelled in turn.
+    wait_for_job(client, waiting.id, statuses=("running",), timeout=30)
+    next_pid = trainer_server.job_record(waiting.id)["pid"]
+    assert client.fine_tuning.jobs.cancel(waiting.id).status == "cancelled"
+    assert not process_running(next_pid)
     steps_then = len([e for e in all_events(client, job_id) if e.type == "metrics"])
     time.sleep(1.5)
     events = all_events(client, job_id)

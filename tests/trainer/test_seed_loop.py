@@ -11,8 +11,11 @@ from __future__ import annotations
 import base64
 import re
 import time
+from collections.abc import Callable
 
 import httpx
+import openai
+import pytest
 
 from tests.seeds import SYSTEM_PROMPT
 from tests.trainer.conftest import (
@@ -47,8 +50,9 @@ def _ask(client, model: str, question: str, **options) -> str:  # type: ignore[n
 
 
 def test_seed_data_tunes_the_tiny_model_into_answering_word_for_word(
-    trainer_server: TrainerServer,
+    start_trainer: Callable[..., TrainerServer],
 ) -> None:
+    trainer_server = start_trainer(args=["--max-loaded-adapters", "2"])
     client = trainer_server.client()
     content = seed_chat_jsonl()
     training = client.files.create(file=("test_data.jsonl", content), purpose="fine-tune")
@@ -155,8 +159,13 @@ def test_seed_data_tunes_the_tiny_model_into_answering_word_for_word(
     cut = _ask(client, job.fine_tuned_model, QUESTIONS[0], stop=["。"])
     assert cut == _answer(QUESTIONS[0]).split("。")[0]
 
-    # A checkpoint is a model too.
-    assert _ask(client, checkpoints[1].fine_tuned_model_checkpoint, QUESTIONS[1], max_tokens=5)
+    # Checkpoints are models too. With room for two adapters (--max-loaded-adapters 2),
+    # asking three of them evicts the least recently used, and asking again reloads it.
+    for checkpoint in checkpoints[1:]:
+        assert _ask(client, checkpoint.fine_tuned_model_checkpoint, QUESTIONS[1], max_tokens=5)
+    assert _ask(client, job.fine_tuned_model, QUESTIONS[1]) == _answer(QUESTIONS[1])
+    loaded = httpx.get(f"{trainer_server.root_url}/ready").json()["loaded"]
+    assert loaded[TINY_MODEL] == [checkpoints[2].fine_tuned_model_checkpoint, job.fine_tuned_model]
 
     # Models: the base with its context length and defaults, and the tuned model.
     listed = {model.id: model for model in client.models.list().data}
@@ -185,4 +194,11 @@ def test_seed_data_tunes_the_tiny_model_into_answering_word_for_word(
     assert _ask(client, job.fine_tuned_model, QUESTIONS[1]) == _answer(QUESTIONS[1])
     listed_jobs = client.fine_tuning.jobs.list(metadata={"purpose": "seed-loop"}).data
     assert [item.id for item in listed_jobs] == [job.id]
+    assert client.fine_tuning.jobs.list(metadata={"purpose": "other"}).data == []
+
+    # A deleted tuned model answers no more.
+    assert client.models.delete(job.fine_tuned_model).deleted
+    with pytest.raises(openai.NotFoundError):
+        _ask(client, job.fine_tuned_model, QUESTIONS[0])
+    assert job.fine_tuned_model not in {model.id for model in client.models.list().data}
     assert trainer_server.schema_log.checked > 10
