@@ -91,6 +91,13 @@ def parse_chat_request(
     served = registry.resolve(name)
     if served is None:
         raise model_not_found(name)
+    if served.base.chat_template() is None:
+        raise APIError(
+            400,
+            f"Model {served.base.id} has no chat template, so it cannot answer chat messages.",
+            param="model",
+            code="model_not_supported",
+        )
 
     max_tokens, param = body.get("max_completion_tokens"), "max_completion_tokens"
     if max_tokens is None:

@@ -261,10 +261,12 @@ class Runner:
                     continue
                 slot = self._free_slots.pop(0)
                 try:
-                    await self._launch(job, slot)
+                    launched = await self._launch(job, slot)
                 except OSError as exc:
                     logger.exception("could not start the training of %s", job.id)
                     self._fail(job, "training_error", f"The training could not start: {exc}")
+                    launched = False
+                if not launched:
                     self._free_slots.append(slot)
 
     def _spec(self, job: Job) -> TrainingSpec:
@@ -297,7 +299,8 @@ class Runner:
             lora=parse_lora(job.lora, "lora", defaults.lora),
         )
 
-    async def _launch(self, job: Job, slot: str) -> None:
+    async def _launch(self, job: Job, slot: str) -> bool:
+        """Start the job's training; False when it was cancelled while starting."""
         spec = self._spec(job)
         shutil.rmtree(spec.run_dir, ignore_errors=True)
         spec_path = self.jobs.spec_path(job.id)
@@ -324,6 +327,10 @@ class Runner:
                 cwd=self.jobs.folder(job.id),
                 start_new_session=True,  # its own process group: cancel stops all of it
             )
+        if job.terminal:  # cancelled while the process was being started
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+            return False
         job.status = "running"
         job.started_at = int(time.time())
         job.pid = process.pid
@@ -334,6 +341,7 @@ class Runner:
         running = Running(job_id=job.id, process=process, slot=slot)
         self._running[job.id] = running
         running.watcher = asyncio.create_task(self._watch(job, running), name=f"watch-{job.id}")
+        return True
 
     async def _watch(self, job: Job, running: Running) -> None:
         offset = 0
