@@ -147,7 +147,7 @@ class Runner:
         if job.terminal:
             raise APIError(
                 400,
-                f"Job {job.id} has already {job.status} and cannot be cancelled.",
+                f"Job {job.id} has already finished ({job.status}) and cannot be cancelled.",
                 param="fine_tuning_job_id",
                 code="job_not_cancellable",
             )

@@ -141,6 +141,15 @@ def test_request_errors_answer_400_naming_the_parameter(trainer_server: TrainerS
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.cancel(job.id)
 
+    # The older top-level `hyperparameters` form is accepted too.
+    legacy = client.fine_tuning.jobs.create(
+        model=TINY_MODEL, training_file=uploaded.id, hyperparameters={"n_epochs": 2}
+    )
+    assert legacy.hyperparameters.n_epochs == 2
+    assert legacy.method is not None
+    assert legacy.method.type == "supervised"
+    client.fine_tuning.jobs.cancel(legacy.id)
+
 
 def test_unknown_ids_answer_404_in_openai_shape(trainer_server: TrainerServer) -> None:
     client = trainer_server.client()
