@@ -238,12 +238,12 @@ class ModelServer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
         tokenizer = AutoTokenizer.from_pretrained(str(base.path), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
             str(base.path),
             local_files_only=True,
-            dtype=torch.bfloat16 if bf16 else torch.float32,
+            # As stored on a GPU (bf16 checkpoints stay bf16); float32 on a CPU.
+            dtype="auto" if device == "cuda" else torch.float32,
         )
         model.to(device)
         model.eval()

@@ -332,7 +332,10 @@ def train(spec: TrainingSpec, events: EventLog) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(
         spec.model_path,
         local_files_only=True,
-        dtype=torch.bfloat16 if bf16 else torch.float32,
+        # On a GPU the weights stay as stored (a bf16 checkpoint loads in bf16, the tiny
+        # model's float32 stays float32) and compute runs under bf16 autocast; on a CPU
+        # everything is float32.
+        dtype="auto" if cuda else torch.float32,
     )
     steps_per_epoch = -(-len(training_rows) // spec.batch_size)
     total_steps = steps_per_epoch * spec.n_epochs
