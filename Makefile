@@ -5,12 +5,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 UV ?= uv
+# The trainer's own virtual environment (torch, transformers, peft, trl), kept apart
+# from .venv so the API and worker never carry torch. Built with plain pip.
+PYTHON ?= python3
+TRAINER_VENV := .venv-trainer
 SHARED_TIKTOKEN := $(abspath $(CURDIR)/../shared/tiktoken)
 ifneq ($(wildcard $(SHARED_TIKTOKEN)),)
 export TIKTOKEN_CACHE_DIR ?= $(SHARED_TIKTOKEN)
 endif
 
-.PHONY: help install dev test lint format typecheck openapi openapi-check bench check
+.PHONY: help install install-trainer dev test test-trainer trainer lint format typecheck openapi openapi-check bench check
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,13 +24,26 @@ help: ## List the targets
 	$(UV) sync --frozen
 	@touch $@
 
-install: .venv/.installed ## Create .venv with every dependency from uv.lock
+$(TRAINER_VENV)/.installed: trainer/requirements.txt
+	@test -x $(TRAINER_VENV)/bin/python || $(PYTHON) -m venv $(TRAINER_VENV)
+	$(TRAINER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r trainer/requirements.txt
+	@touch $@
+
+install: .venv/.installed $(TRAINER_VENV)/.installed ## Create .venv (uv.lock) and .venv-trainer (trainer/requirements.txt)
+
+install-trainer: $(TRAINER_VENV)/.installed ## Create only .venv-trainer, the trainer's torch environment
 
 dev: install ## Run Redis (if REDIS_URL unset), the simulator (if OPENAI_API_KEY unset), API and worker
 	$(UV) run --frozen python scripts/dev.py
 
-test: install ## Run the test suite (starts its own redis-server)
+test: install ## Run the test suite (starts its own redis-server; the trainer's tests use .venv-trainer)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-trainer: install ## Run only the trainer's tests (tests/trainer)
+	$(UV) run --frozen pytest tests/trainer $(PYTEST_ARGS)
+
+trainer: install-trainer ## Run the trainer on :8200 (MODELS_DIR, TRAINER_DATA_DIR; see docs/trainer.md)
+	$(TRAINER_VENV)/bin/python -m trainer --port 8200 --models-dir $${MODELS_DIR:-.var/models} --data-dir $${TRAINER_DATA_DIR:-.var/trainer}
 
 lint: install ## Ruff lint and format check
 	$(UV) run --frozen ruff check .
@@ -36,7 +53,7 @@ format: install ## Apply ruff formatting and safe fixes
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-typecheck: install ## mypy --strict on service, worker, simulator
+typecheck: install ## mypy --strict on service, worker, simulator, trainer
 	$(UV) run --frozen mypy
 
 openapi: install ## Export openapi/openapi.json from the app

@@ -25,6 +25,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_chat": ["--seconds", "3", "--rounds", "1"],
     "bench_lifecycle": ["--jobs", "100", "--job-seconds", "4"],
     "bench_chaos": ["--jobs", "20", "--chaos-seconds", "20", "--timeout", "420"],
+    "bench_trainer": ["--rounds", "1"],
 }
 
 

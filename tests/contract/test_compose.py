@@ -11,9 +11,12 @@ import yaml
 
 from service.settings import Settings
 from tests.conftest import REPO
+from trainer.config import ENVIRONMENT_VARIABLES as TRAINER_VARIABLES
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 KNOWN_VARIABLES = {name.upper() for name in Settings.model_fields} | {"TIKTOKEN_CACHE_DIR"}
+# The trainer is its own program with its own (small) set of variables.
+VARIABLES_BY_SERVICE = {"trainer": TRAINER_VARIABLES}
 
 
 def _services_with_build() -> list[tuple[str, dict]]:
@@ -44,8 +47,9 @@ def test_commands_name_runnable_modules(name: str, spec: dict) -> None:
 
 @pytest.mark.parametrize(("name", "spec"), _services_with_build())
 def test_environment_names_are_settings_the_code_reads(name: str, spec: dict) -> None:
+    known = VARIABLES_BY_SERVICE.get(name, KNOWN_VARIABLES)
     for variable in spec.get("environment", {}):
-        assert variable in KNOWN_VARIABLES, f"{name}: {variable} is read by nothing"
+        assert variable in known, f"{name}: {variable} is read by nothing"
 
 
 def test_api_and_worker_share_one_image_and_the_dataset_volume() -> None:
@@ -58,19 +62,35 @@ def test_api_and_worker_share_one_image_and_the_dataset_volume() -> None:
     assert COMPOSE["services"]["simulator"]["profiles"] == ["dev"]
 
 
-def test_dockerfile_copies_only_paths_that_exist() -> None:
-    for line in (REPO / "Dockerfile").read_text().splitlines():
+@pytest.mark.parametrize(("name", "spec"), _services_with_build())
+def test_dockerfile_copies_only_paths_that_exist(name: str, spec: dict) -> None:
+    context = REPO / spec["build"]["context"]
+    dockerfile = context / spec["build"].get("dockerfile", "Dockerfile")
+    for line in dockerfile.read_text().splitlines():
         match = re.match(r"COPY\s+(?!--)(.+)\s+\S+$", line)
         if match:
             for source in match.group(1).split():
-                assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
+                assert (context / source).exists(), f"{dockerfile} copies missing {source}"
+
+
+def test_the_trainer_has_its_own_image_and_the_api_image_has_no_torch() -> None:
+    trainer, api = COMPOSE["services"]["trainer"], COMPOSE["services"]["api"]
+    assert trainer["build"] != api["build"]
+    assert trainer["command"][:3] == ["python", "-m", "trainer"]
+    assert "--models-dir" in trainer["command"]
+    assert "--data-dir" in trainer["command"]
+    assert any(volume.endswith(":/models:ro") for volume in trainer["volumes"])
+    # torch and its kin belong to the trainer's requirements, never to uv.lock.
+    locked = set(re.findall(r'^name = "([^"]+)"', (REPO / "uv.lock").read_text(), re.M))
+    assert not locked & {"torch", "transformers", "peft", "trl", "accelerate"}
+    assert "torch" not in (REPO / "Dockerfile").read_text()
 
 
 def test_env_example_names_only_known_variables() -> None:
     for line in (REPO / ".env.example").read_text().splitlines():
         if line and not line.startswith("#"):
             variable = line.split("=", 1)[0]
-            assert variable in KNOWN_VARIABLES, variable
+            assert variable in KNOWN_VARIABLES | TRAINER_VARIABLES, variable
 
 
 def test_every_make_target_the_readme_names_exists() -> None:
