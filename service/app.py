@@ -26,6 +26,7 @@ from service.api.jobs import JobController
 from service.api.middleware import body_pacing_middleware, request_id_middleware
 from service.api.problems import exception_handlers
 from service.api.webhooks import WebhookController
+from service.console.routes import ConsoleController
 from service.logs import register_secrets
 from service.resources import ingest_pool, open_resources, sweep_at_start
 from service.settings import Settings, load_settings
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             JobController,
             ChatController,
             WebhookController,
+            ConsoleController,
         ],
         lifespan=[lifespan],
         dependencies={"tenant": Provide(provide_tenant)},
