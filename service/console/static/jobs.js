@@ -123,6 +123,13 @@ function wireForm() {
 
 // ---- the list ----
 
+// Says a job's new status out loud once, whichever poll sees it first.
+function noteStatus(job) {
+  const before = lastStatuses.get(job.id);
+  if (before && before !== job.status && visible) announce(`Job ${job.id} is now ${label(job.status)}`);
+  lastStatuses.set(job.id, job.status);
+}
+
 function renderList() {
   const key = JSON.stringify([jobs.map((j) => [j.id, j.status, j.fine_tuned_model]), selectedId, jobsMore]);
   showIfChanged($("jobs-list"), key, () => {
@@ -157,11 +164,7 @@ async function loadJobs() {
     showProblem($("jobs-problem"), error, { heading: "Could not list jobs" });
     throw error;
   }
-  for (const job of jobs) {
-    const before = lastStatuses.get(job.id);
-    if (before && before !== job.status && visible) announce(`Job ${job.id} is now ${label(job.status)}`);
-    lastStatuses.set(job.id, job.status);
-  }
+  jobs.forEach(noteStatus);
   renderList();
 }
 
@@ -319,7 +322,7 @@ async function refreshDetail(token) {
     if (token !== selection) return;
     showProblem($("job-detail-problem"), error, { heading: `Could not load ${id}` });
     if (error.status === 404) {
-      detail = null;
+      detail = { job: null, finalised: true }; // nothing to follow: stop asking
       for (const part of ["job-summary", "job-progress", "job-actions", "job-chart", "job-checkpoints", "job-events"]) show($(part));
     }
     throw error;
@@ -331,10 +334,10 @@ async function refreshDetail(token) {
   ]);
   if (token !== selection) return;
   showProblem($("job-detail-problem"), null);
-  if (detail && detail.job.status !== job.status && visible) announce(`Job ${job.id} is now ${label(job.status)}`);
-  lastStatuses.set(job.id, job.status);
+  noteStatus(job);
   // A final state is fetched once more after it is first seen, then left alone.
-  detail = { job, finalised: isTerminal(job.status) && detail && detail.job.id === job.id && isTerminal(detail.job.status) };
+  const seenFinal = Boolean(detail && detail.job && detail.job.id === job.id && isTerminal(detail.job.status));
+  detail = { job, finalised: isTerminal(job.status) && seenFinal };
   showIfChanged($("job-summary"), JSON.stringify(job), () => facts(job));
   showIfChanged($("job-progress"), JSON.stringify([job.status, metrics.total_steps, metrics.data.length]), () => progress(job, metrics));
   showIfChanged($("job-actions"), JSON.stringify([job.id, job.status, job.cancel_requested, job.fine_tuned_model]), () => actions(job));

@@ -107,7 +107,8 @@ export function issuesTable(caption, issues) {
   return table(
     caption,
     ["Line", "Field", "Problem", "Code"],
-    issues.map((i) => [i.line ?? "whole file", i.path ?? "—", i.message, h("code", {}, i.code)]),
+    // No line and no field: a problem of the whole file (too few examples, too large).
+    issues.map((i) => [i.line ?? (i.path ? "—" : "whole file"), i.path ?? "—", i.message, h("code", {}, i.code)]),
     { className: "issues" },
   );
 }
@@ -149,6 +150,9 @@ export function showProblem(container, error, options) {
     return;
   }
   const problem = error.problem || { title: "Something went wrong", detail: String(error.message || error) };
-  const key = JSON.stringify(problem);
+  // The same problem again (a poll failing twice) is not redrawn or announced
+  // again, although each answer has its own request id.
+  const { instance, ...same } = problem;
+  const key = JSON.stringify(same);
   showIfChanged(container, key, () => problemBox(problem, options));
 }
