@@ -43,11 +43,12 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 # Asset names are plain file names in static/: no folders, so no way out of it.
 _ASSET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\.(js|css|svg)$")
+# Litestar adds "; charset=utf-8" to text/* types itself.
 _MEDIA_TYPES = {
-    "js": "text/javascript; charset=utf-8",
-    "css": "text/css; charset=utf-8",
+    "js": "text/javascript",
+    "css": "text/css",
     "svg": "image/svg+xml",
-    "html": "text/html; charset=utf-8",
+    "html": "text/html",
 }
 
 

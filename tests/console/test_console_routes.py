@@ -14,7 +14,7 @@ from service.openapi_export import export
 async def test_the_page_is_html_with_a_self_only_policy(client) -> None:
     response = await client.get("/console")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
     policy = response.headers["content-security-policy"]
     directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
     assert directives["default-src"] == "'self'"
@@ -48,10 +48,12 @@ async def test_the_page_loads_only_files_from_its_own_origin(client) -> None:
 
 async def test_assets_have_their_types_and_revalidate_by_etag(client) -> None:
     script = await client.get("/console/assets/app.js")
-    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
     assert script.headers["cache-control"] == "no-cache"
     style = await client.get("/console/assets/console.css")
-    assert style.headers["content-type"].startswith("text/css")
+    assert style.headers["content-type"] == "text/css; charset=utf-8"
+    icon = await client.get("/console/assets/icon.svg")
+    assert icon.headers["content-type"] == "image/svg+xml"
     again = await client.get(
         "/console/assets/app.js", headers={"If-None-Match": script.headers["etag"]}
     )
