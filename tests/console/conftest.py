@@ -42,6 +42,17 @@ WIDE = {"width": 1280, "height": 900}
 # CONSOLE_SCREENSHOTS=1 also saves a picture at each step of a passing run, to look at.
 WALKTHROUGH = os.environ.get("CONSOLE_SCREENSHOTS", "") not in ("", "0")
 
+ANNOUNCEMENT_RECORDER = """
+window.__announced = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const region = document.getElementById("announcer");
+  if (!region) return;
+  new MutationObserver(() => {
+    if (region.textContent) window.__announced.push(region.textContent);
+  }).observe(region, { childList: true, characterData: true, subtree: true });
+});
+"""
+
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 _saved: list[Path] = []
 
@@ -123,6 +134,10 @@ class BrowserPage:
         if "Content Security Policy" in message.text:
             self.errors.append(f"CSP violation: {message.text}")
 
+    async def announcements(self) -> list[str]:
+        """What the page's polite status region has said since it loaded."""
+        return list(await self.page.evaluate("window.__announced"))
+
     async def snapshot(self, step: str) -> None:
         """A full-page picture of this step when CONSOLE_SCREENSHOTS is set."""
         if not WALKTHROUGH:
@@ -156,6 +171,8 @@ async def open_page(
     async def open_one(name: str = "page", viewport: dict[str, int] | None = None) -> BrowserPage:
         context = await browser.new_context(viewport=viewport or WIDE, locale="en-US")
         context.set_default_timeout(15_000)
+        # Keeps everything the page says in its status region (what a screen reader hears).
+        await context.add_init_script(ANNOUNCEMENT_RECORDER)
         page = BrowserPage(await context.new_page(), name)
         opened.append((context, page))
         return page

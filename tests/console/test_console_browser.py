@@ -114,6 +114,9 @@ async def test_key_upload_train_watch_and_compare(api, worker, open_page) -> Non
         "succeeded", timeout=JOB_TIMEOUT_MS
     )
     await expect(page.get_by_role("row").filter(has_text=job_id)).to_contain_text("succeeded")
+    # ...and said so in its live region as it happened, without a reload.
+    said = await browser_page.announcements()
+    assert f"Job {job_id} is now succeeded" in said, said
     await expect(page.locator("#job-summary")).to_contain_text(f"ft:{BASE_MODEL}")
     await expect(page.locator("#job-steps")).to_be_visible()
 
@@ -140,6 +143,7 @@ async def test_key_upload_train_watch_and_compare(api, worker, open_page) -> Non
     base = turn.locator(".answer[data-role=base]")
     await expect(tuned).to_have_class(re.compile(r"\bdone\b"))
     await expect(base).to_have_class(re.compile(r"\bdone\b"))
+    await expect(page.locator("#announcer")).to_have_text("Both answers are complete.")
     await expect(tuned.locator(".answer-text")).to_have_text(trained_answer())
     await expect(tuned.locator(".answer-text")).to_have_attribute("aria-live", "polite")
     await expect(base.locator(".answer-text")).to_contain_text("not been trained on your data")
