@@ -165,12 +165,12 @@ async def test_key_upload_train_watch_and_compare(api, worker, open_page) -> Non
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{view} is {overflow}px wider than a 375px screen"
+        await browser_page.snapshot(f"5-narrow-{view}")
     await page.get_by_role("link", name="Chat", exact=True).click()
     top, below = await tuned.bounding_box(), await base.bounding_box()
     assert top
     assert below
     assert top["y"] + top["height"] <= below["y"]
-    await browser_page.snapshot("5-chat-narrow")
 
     # The key outlives a reload of the tab, and "Forget key" drops it.
     await page.reload()
@@ -262,6 +262,9 @@ async def test_cancel_a_job_from_the_page(api, open_page) -> None:
     await expect(page.get_by_role("row").filter(has_text=job["id"])).to_contain_text("cancelled")
     await expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
     await expect(page.locator("#job-events")).to_contain_text("Cancelled")
+    # The stages say how it really went: accepted, then cancelled, nothing between.
+    stages = page.get_by_role("list", name="Stages").get_by_role("listitem")
+    await expect(stages).to_have_text(["pending (done)", "cancelled"])
 
 
 async def test_no_key_prompt_when_auth_is_disabled(open_page, env, monkeypatch) -> None:

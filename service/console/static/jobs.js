@@ -198,12 +198,24 @@ function facts(job) {
   );
 }
 
-function progress(job, metrics) {
-  const stages = [...STAGES];
-  if (!stages.includes(job.status)) {
-    // failed, cancelled, paused or a status this page does not know yet: show it in place
-    stages.splice(isTerminal(job.status) ? stages.length - 1 : stages.indexOf("running") + 1, isTerminal(job.status) ? 1 : 0, job.status);
+// The stages to draw: the usual way to the current status. A job that failed or
+// was cancelled shows the way it really went, up to the status it left (the
+// `from` of its final status event), then how it ended.
+function stagesOf(job, events) {
+  if (STAGES.includes(job.status)) return [...STAGES];
+  if (!isTerminal(job.status)) {
+    // paused, or a status this page does not know yet: after running
+    const stages = [...STAGES];
+    stages.splice(stages.indexOf("running") + 1, 0, job.status);
+    return stages;
   }
+  const final = events.data.find((e) => e.type === "status" && e.data && e.data.to === job.status);
+  const left = final && final.data.from;
+  const passed = STAGES.includes(left) ? STAGES.slice(0, STAGES.indexOf(left) + 1) : left ? [left] : [];
+  return [...passed, job.status];
+}
+
+function progress(job, metrics, stages) {
   const reached = stages.indexOf(job.status);
   const steps = metrics && metrics.data.length ? metrics.data[metrics.data.length - 1].step : 0;
   const total = metrics && metrics.total_steps;
@@ -339,7 +351,10 @@ async function refreshDetail(token) {
   const seenFinal = Boolean(detail && detail.job && detail.job.id === job.id && isTerminal(detail.job.status));
   detail = { job, finalised: isTerminal(job.status) && seenFinal };
   showIfChanged($("job-summary"), JSON.stringify(job), () => facts(job));
-  showIfChanged($("job-progress"), JSON.stringify([job.status, metrics.total_steps, metrics.data.length]), () => progress(job, metrics));
+  const stages = stagesOf(job, events);
+  showIfChanged($("job-progress"), JSON.stringify([job.status, stages, metrics.total_steps, metrics.data.length]), () =>
+    progress(job, metrics, stages),
+  );
   showIfChanged($("job-actions"), JSON.stringify([job.id, job.status, job.cancel_requested, job.fine_tuned_model]), () => actions(job));
   showIfChanged($("job-chart"), JSON.stringify(metrics), () => lossChart(metrics));
   showIfChanged($("job-checkpoints"), JSON.stringify(checkpoints), () => checkpointsTable(checkpoints));
