@@ -27,6 +27,7 @@ from service.api.middleware import body_pacing_middleware, request_id_middleware
 from service.api.models import ModelController
 from service.api.problems import exception_handlers
 from service.api.webhooks import WebhookController
+from service.console.routes import ConsoleController
 from service.datasets.removal import sweep_at_start
 from service.logs import register_settings_secrets
 from service.providers.base import ProviderError
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ChatController,
             ModelController,
             WebhookController,
+            ConsoleController,
         ],
         lifespan=[lifespan],
         dependencies={
