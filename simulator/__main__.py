@@ -1,4 +1,5 @@
-"""`python -m simulator --port 8100 [--job-seconds N]`: the simulator as its own process."""
+"""`python -m simulator --port 8100 [--job-seconds N] [--state-dir DIR]`: the simulator as
+its own process."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import socket
 import sys
 from collections.abc import Generator
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
@@ -29,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         "--job-seconds", type=float, default=30.0, help="how long a job takes end to end"
     )
     parser.add_argument("--org", default="sim-org", help="organisation slug in tuned model ids")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="keep files, jobs and tuned models here so they survive a restart",
+    )
     parser.add_argument("--webhook-url", default=os.environ.get("SIMULATOR_WEBHOOK_URL"))
     parser.add_argument("--webhook-secret", default=os.environ.get("SIMULATOR_WEBHOOK_SECRET"))
     parser.add_argument("--fault-rate-429", type=float, default=0.0)
@@ -44,6 +52,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
         job_seconds=args.job_seconds,
         org=args.org,
+        state_dir=args.state_dir,
         webhook_url=args.webhook_url or None,
         webhook_secret=args.webhook_secret or None,
         faults=FaultConfig(
@@ -75,6 +84,15 @@ class _Server(uvicorn.Server):
             for stop_signal in stop_signals:
                 loop.remove_signal_handler(stop_signal)
 
+    # Printed once startup (loading the state directory included) has succeeded.
+    announcement = ""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.announcement:
+            sys.stdout.write(self.announcement)
+            sys.stdout.flush()
+
     def _stop(self) -> None:
         # A second signal skips waiting for open connections.
         if self.should_exit:
@@ -82,8 +100,9 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def _serve(config: SimulatorConfig, host: str, port: int, log_level: str) -> None:
-    # Bind first so the "listening" line is only printed once connections are accepted.
+async def _serve(config: SimulatorConfig, host: str, port: int, log_level: str) -> bool:
+    """Serve until stopped; False if the app could not start (uvicorn has said why)."""
+    # Bind first so the port is known and connections wait in the backlog meanwhile.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (see testing.py).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -92,15 +111,18 @@ async def _serve(config: SimulatorConfig, host: str, port: int, log_level: str) 
     sock.listen(2048)
     bound_port = sock.getsockname()[1]
     server = _Server(
-        uvicorn.Config(create_app(config), log_level=log_level, timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            create_app(config), log_level=log_level, lifespan="on", timeout_graceful_shutdown=5
+        )
     )
-    sys.stdout.write(
+    where = f", state_dir={config.state_dir}" if config.state_dir else ""
+    server.announcement = (
         f"simulator listening on http://{host}:{bound_port}/v1 "
-        f"(job_seconds={config.job_seconds:g}, org={config.org})\n"
+        f"(job_seconds={config.job_seconds:g}, org={config.org}{where})\n"
     )
-    sys.stdout.flush()
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown.
     await server.serve(sockets=[sock])
+    return server.started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValidationError as exc:
         parser.error(str(exc))
-    asyncio.run(_serve(config, args.host, args.port, args.log_level))
-    return 0
+    started = asyncio.run(_serve(config, args.host, args.port, args.log_level))
+    return 0 if started else 1
 
 
 if __name__ == "__main__":

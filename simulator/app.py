@@ -1,7 +1,7 @@
 """`create_app(config)`: the simulator as an ASGI application (a Litestar app).
 
-Building the app has no side effects. The job ticker and the webhook client start
-in the app's lifespan and stop with it.
+Building the app has no side effects. The state directory (when configured), the job
+ticker and the webhook client are taken in the app's lifespan and let go with it.
 """
 
 from __future__ import annotations
@@ -83,13 +83,17 @@ def create_app(config: SimulatorConfig | None = None) -> SimulatorApp:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        await dispatcher.start()
-        driver.start()
+        state.open()
         try:
-            yield
+            await dispatcher.start()
+            driver.start()
+            try:
+                yield
+            finally:
+                await driver.stop()
+                await dispatcher.close()
         finally:
-            await driver.stop()
-            await dispatcher.close()
+            state.close()
 
     def provide_state() -> SimulatorState:
         return state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -66,6 +67,9 @@ class SimulatorConfig(BaseModel):
     webhook_attempts: int = Field(default=4, ge=1, le=20)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0.0)
     faults: FaultConfig = Field(default_factory=FaultConfig)
+    # Where files, uploads, jobs, tuned models and owed webhooks are kept so they
+    # survive a restart (see `simulator.persistence`); None keeps everything in memory.
+    state_dir: Path | None = None
 
     @field_validator("webhook_secret")
     @classmethod

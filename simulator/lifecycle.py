@@ -110,6 +110,43 @@ class JobRequest:
     hyperparameters: Hyperparameters
     example_token_limit: int
 
+    def to_json(self) -> dict[str, Any]:
+        hyper = self.hyperparameters
+        return {
+            "model": self.model,
+            "base_snapshot": self.base_snapshot,
+            "training_file": self.training_file,
+            "validation_file": self.validation_file,
+            "suffix": self.suffix,
+            "seed": self.seed,
+            "metadata": self.metadata,
+            "integrations": self.integrations,
+            "method": self.method,
+            "hyperparameters": {
+                "n_epochs": hyper.n_epochs,
+                "batch_size": hyper.batch_size,
+                "learning_rate_multiplier": hyper.learning_rate_multiplier,
+                "beta": hyper.beta,
+            },
+            "example_token_limit": self.example_token_limit,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobRequest:
+        return cls(
+            model=data["model"],
+            base_snapshot=data["base_snapshot"],
+            training_file=data["training_file"],
+            validation_file=data["validation_file"],
+            suffix=data["suffix"],
+            seed=data["seed"],
+            metadata=data["metadata"],
+            integrations=data["integrations"],
+            method=data["method"],
+            hyperparameters=Hyperparameters(**data["hyperparameters"]),
+            example_token_limit=data["example_token_limit"],
+        )
+
 
 @dataclass(slots=True)
 class JobEvent:
@@ -131,6 +168,14 @@ class JobEvent:
             "type": self.type,
         }
 
+    def to_json(self) -> list[Any]:
+        return [self.id, self.created_at, self.level, self.message, self.type, self.data]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> JobEvent:
+        event_id, created_at, level, message, type_, payload = data
+        return cls(event_id, created_at, level, message, type_, payload)
+
 
 @dataclass(slots=True)
 class Checkpoint:
@@ -151,6 +196,14 @@ class Checkpoint:
             "metrics": self.metrics,
             "step_number": self.step,
         }
+
+    def to_json(self) -> list[Any]:
+        return [self.id, self.created_at, self.model, self.step, self.metrics]
+
+    @classmethod
+    def from_json(cls, data: list[Any], job_id: str) -> Checkpoint:
+        checkpoint_id, created_at, model, step, metrics = data
+        return cls(checkpoint_id, created_at, model, step, metrics, job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +232,46 @@ class Job:
         now_wall: float,
         now_mono: float,
     ) -> None:
-        self.id = identifiers.job_id()
+        self._setup(
+            job_id=identifiers.job_id(),
+            request=request,
+            organization_id=organization_id,
+            created_at=int(now_wall),
+            # The tuned model's name is fixed now so checkpoints can carry it while running.
+            tuned_model_name=(
+                f"ft:{request.base_snapshot}:{org_slug}:{request.suffix or ''}:"
+                f"{identifiers.model_tag()}"
+            ),
+            training=training,
+            validation=validation,
+            now_mono=now_mono,
+        )
+        self._event(self.created_at, f"Created fine-tuning job: {self.id}")
+        if request.validation_file:
+            self._event(
+                self.created_at,
+                f"Validating training file: {request.training_file} and validation file: "
+                f"{request.validation_file}",
+            )
+        else:
+            self._event(self.created_at, f"Validating training file: {request.training_file}")
+
+    def _setup(
+        self,
+        *,
+        job_id: str,
+        request: JobRequest,
+        organization_id: str,
+        created_at: int,
+        tuned_model_name: str,
+        training: TrainingAnalysis,
+        validation: TrainingAnalysis | None,
+        now_mono: float,
+    ) -> None:
+        self.id = job_id
         self.request = request
         self.organization_id = organization_id
-        self.created_at = int(now_wall)
+        self.created_at = created_at
         self.training = training
         self.validation = validation
         self.status = "validating_files"
@@ -193,11 +282,7 @@ class Job:
         self.plan: TrainingPlan | None = None
         self.events: list[JobEvent] = []  # oldest first
         self.checkpoints: list[Checkpoint] = []  # oldest first
-        # The tuned model's name is fixed now so checkpoints can carry it while running.
-        self.tuned_model_name = (
-            f"ft:{request.base_snapshot}:{org_slug}:{request.suffix or ''}:"
-            f"{identifiers.model_tag()}"
-        )
+        self.tuned_model_name = tuned_model_name
         self.fine_tuned_model: str | None = None
         self._progress = 0.0
         self._last_mono = now_mono
@@ -210,15 +295,91 @@ class Job:
         self._loss_start = 1.6 + 1.2 * start
         self._loss_floor = 0.05 + 0.25 * floor
 
-        self._event(self.created_at, f"Created fine-tuning job: {self.id}")
-        if request.validation_file:
-            self._event(
-                self.created_at,
-                f"Validating training file: {request.training_file} and validation file: "
-                f"{request.validation_file}",
-            )
-        else:
-            self._event(self.created_at, f"Validating training file: {request.training_file}")
+    # -- saving and restoring ------------------------------------------------------
+
+    def fixed_json(self) -> dict[str, Any]:
+        """What never changes after creation."""
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "organization_id": self.organization_id,
+            "tuned_model_name": self.tuned_model_name,
+            "request": self.request.to_json(),
+        }
+
+    def state_json(self) -> dict[str, Any]:
+        """Everything that moves, clock included (events and checkpoints are kept apart)."""
+        return {
+            "status": self.status,
+            "error": self.error,
+            "finished_at": self.finished_at,
+            "result_files": self.result_files,
+            "trained_tokens": self.trained_tokens,
+            "fine_tuned_model": self.fine_tuned_model,
+            "validated": self.plan is not None,
+            "progress": self._progress,
+            "started": self._started,
+            "requeue_left": self._requeue_left,
+            "next_milestone": self._next_milestone,
+            "pending_failure": list(self._pending_failure) if self._pending_failure else None,
+        }
+
+    def change_marker(self) -> tuple[object, ...]:
+        """Changes whenever anything but the clock's fine position does.
+
+        Every milestone adds an event or a checkpoint or changes the status, and the
+        only other discrete change (a failure asked for before training starts) is
+        included, so a job whose marker is unchanged has only moved along its line.
+        """
+        return (
+            self.status,
+            len(self.events),
+            len(self.checkpoints),
+            self._pending_failure is not None,
+            len(self.result_files),
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        fixed: dict[str, Any],
+        state: dict[str, Any],
+        training: TrainingAnalysis,
+        validation: TrainingAnalysis | None,
+        events: list[JobEvent],
+        checkpoints: list[Checkpoint],
+        now_mono: float,
+    ) -> Job:
+        """A saved job, its clock continuing from `now_mono` where it stopped."""
+        job = cls.__new__(cls)
+        job._setup(
+            job_id=fixed["id"],
+            request=JobRequest.from_json(fixed["request"]),
+            organization_id=fixed["organization_id"],
+            created_at=fixed["created_at"],
+            tuned_model_name=fixed["tuned_model_name"],
+            training=training,
+            validation=validation,
+            now_mono=now_mono,
+        )
+        job.status = state["status"]
+        job.error = state["error"]
+        job.finished_at = state["finished_at"]
+        job.result_files = list(state["result_files"])
+        job.trained_tokens = state["trained_tokens"]
+        job.fine_tuned_model = state["fine_tuned_model"]
+        # The plan is a pure function of the request and the training file's analysis.
+        job.plan = job._make_plan() if state["validated"] else None
+        job._progress = state["progress"]
+        job._started = state["started"]
+        job._requeue_left = state["requeue_left"]
+        job._next_milestone = state["next_milestone"]
+        pending = state["pending_failure"]
+        job._pending_failure = (pending[0], pending[1]) if pending else None
+        job.events = events
+        job.checkpoints = checkpoints
+        return job
 
     # -- reading ---------------------------------------------------------------
 

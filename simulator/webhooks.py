@@ -2,7 +2,9 @@
 
 Delivery is best effort: a few attempts with growing pauses, each re-signed with a
 fresh timestamp; the event id (also the `webhook-id`) stays the same so receivers
-can drop duplicates.
+can drop duplicates. With a state directory every delivery and attempt is saved; a
+delivery still pending when the process stopped starts again (same event id, same
+body) when the next one starts with a webhook URL.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import time
 import httpx
 
 from simulator import identifiers
-from simulator.state import SimulatorState, WebhookRecord
+from simulator.records import WebhookRecord
+from simulator.state import SimulatorState
 
 logger = logging.getLogger("simulator.webhooks")
 
 USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
-MAX_RECORDS = 1000
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -58,6 +60,9 @@ class WebhookDispatcher:
                 timeout=self._state.config.webhook_timeout_seconds, follow_redirects=False
             )
         self._state.on_job_finished = self.notify
+        for record in self._state.webhooks:
+            if record.status == "pending":
+                self._send(record)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -68,19 +73,25 @@ class WebhookDispatcher:
             self._client = None
 
     def notify(self, event_type: str, job_id: str) -> None:
+        if self._client is None:
+            return
+        record = WebhookRecord(
+            identifiers.webhook_event_id(), event_type, job_id, created_at=int(time.time())
+        )
+        self._state.add_webhook(record)
+        self._send(record)
+
+    def _send(self, record: WebhookRecord) -> None:
         config = self._state.config
         if self._client is None or config.webhook_url is None or config.webhook_secret is None:
             return
-        record = WebhookRecord(identifiers.webhook_event_id(), event_type, job_id)
-        self._state.webhooks.append(record)
-        del self._state.webhooks[:-MAX_RECORDS]
         body = json.dumps(
             {
                 "id": record.event_id,
                 "object": "event",
-                "created_at": int(time.time()),
-                "type": event_type,
-                "data": {"id": job_id},
+                "created_at": record.created_at,
+                "type": record.type,
+                "data": {"id": record.job_id},
             },
             separators=(",", ":"),
         ).encode()
@@ -100,7 +111,8 @@ class WebhookDispatcher:
     ) -> None:
         attempts = self._state.config.webhook_attempts
         for attempt in range(attempts):
-            record.attempts = attempt + 1
+            record.attempts += 1
+            self._state.save_webhook(record)
             try:
                 response = await client.post(
                     url, content=body, headers=signed_headers(secret, record.event_id, body)
@@ -113,10 +125,13 @@ class WebhookDispatcher:
                 record.last_error = None
                 if 200 <= response.status_code < 300:
                     record.status = "delivered"
+                    self._state.save_webhook(record)
                     return
+            self._state.save_webhook(record)
             if attempt + 1 < attempts:
                 await asyncio.sleep(min(30.0, 0.25 * 4**attempt))
         record.status = "failed"
+        self._state.save_webhook(record)
         logger.warning(
             "webhook %s for %s not delivered after %d attempts",
             record.type,

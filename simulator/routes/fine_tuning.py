@@ -72,7 +72,7 @@ async def cancel_job(fine_tuning_job_id: FromPath[str], sim: Sim) -> dict[str, A
 )
 async def pause_job(fine_tuning_job_id: FromPath[str], sim: Sim) -> dict[str, Any]:
     job = sim.job(fine_tuning_job_id)
-    job.pause(time.time())
+    sim.pause_job(job)
     return _view(job, sim)
 
 
@@ -83,7 +83,7 @@ async def pause_job(fine_tuning_job_id: FromPath[str], sim: Sim) -> dict[str, An
 )
 async def resume_job(fine_tuning_job_id: FromPath[str], sim: Sim) -> dict[str, Any]:
     job = sim.job(fine_tuning_job_id)
-    job.resume(time.time())
+    sim.resume_job(job)
     return _view(job, sim)
 
 

@@ -51,7 +51,7 @@ async def retrieve_model(model: FromPath[str], sim: Sim) -> dict[str, Any]:
 
 @delete("/models/{model:str}", status_code=200, operation_id="deleteModel")
 async def delete_model(model: FromPath[str], sim: Sim) -> dict[str, Any]:
-    if sim.tuned_models.pop(model, None) is None:
+    if not sim.delete_tuned_model(model):
         if catalog.resolve(model) is not None:
             raise OpenAIError(
                 403,

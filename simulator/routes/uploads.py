@@ -32,7 +32,7 @@ MAX_PART_BYTES = 64 * 1024**2
 def _pending(sim: SimulatorState, upload_id: str) -> Upload:
     upload = sim.upload(upload_id)
     if upload.status == "pending" and time.time() > upload.created_at + UPLOAD_LIFETIME_SECONDS:
-        upload.status = "expired"
+        sim.end_upload(upload, "expired")
     if upload.status != "pending":
         raise OpenAIError(
             400, f"Upload {upload_id} is {upload.status} and can no longer be changed."
@@ -76,7 +76,7 @@ async def create_upload(request: AnyRequest, sim: Sim) -> dict[str, Any]:
         mime_type=str(mime_type),
         created_at=int(time.time()),
     )
-    sim.uploads[upload.id] = upload
+    sim.add_upload(upload)
     return upload.to_dict()
 
 
@@ -91,7 +91,7 @@ async def add_part(upload_id: FromPath[str], request: AnyRequest, sim: Sim) -> d
     if len(content) > MAX_PART_BYTES:
         raise OpenAIError(400, "Each part can be at most 64 MB.", param="data")
     part = UploadPart(identifiers.upload_part_id(), int(time.time()), content)
-    upload.parts[part.id] = part
+    sim.add_upload_part(upload, part)
     return {
         "object": "upload.part",
         "id": part.id,
@@ -133,17 +133,14 @@ async def complete_upload(
         )
     if upload.purpose == "fine-tune":
         refuse_bad_fine_tune_file(content, "part_ids")
-    upload.file = sim.add_file(upload.filename, upload.purpose, content)
-    upload.status = "completed"
-    upload.parts.clear()
+    sim.end_upload(upload, "completed", sim.add_file(upload.filename, upload.purpose, content))
     return upload.to_dict()
 
 
 @post("/uploads/{upload_id:str}/cancel", status_code=200, operation_id="cancelUpload")
 async def cancel_upload(upload_id: FromPath[str], sim: Sim) -> dict[str, Any]:
     upload = _pending(sim, upload_id)
-    upload.status = "cancelled"
-    upload.parts.clear()
+    sim.end_upload(upload, "cancelled")
     return upload.to_dict()
 
 
