@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from simulator.app import create_app
 from simulator.config import FaultConfig, SimulatorConfig
+from simulator.persistence import StateDirError, StateStore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,8 +102,7 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def _serve(config: SimulatorConfig, host: str, port: int, log_level: str) -> bool:
-    """Serve until stopped; False if the app could not start (uvicorn has said why)."""
+async def _serve(config: SimulatorConfig, host: str, port: int, log_level: str) -> None:
     # Bind first so the port is known and connections wait in the backlog meanwhile.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (see testing.py).
@@ -120,9 +121,11 @@ async def _serve(config: SimulatorConfig, host: str, port: int, log_level: str) 
         f"simulator listening on http://{host}:{bound_port}/v1 "
         f"(job_seconds={config.job_seconds:g}, org={config.org}{where})\n"
     )
-    # uvicorn turns SIGINT/SIGTERM into a graceful shutdown.
-    await server.serve(sockets=[sock])
-    return server.started
+    # uvicorn turns SIGINT/SIGTERM into a graceful shutdown; a failed startup exits with 3.
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValidationError as exc:
         parser.error(str(exc))
-    started = asyncio.run(_serve(config, args.host, args.port, args.log_level))
-    return 0 if started else 1
+    if config.state_dir is not None:
+        # Say plainly why a state directory cannot be used, before anything starts.
+        try:
+            StateStore(config.state_dir).close()
+        except (StateDirError, OSError, sqlite3.Error) as exc:
+            parser.exit(1, f"{parser.prog}: cannot use --state-dir: {exc}\n")
+    asyncio.run(_serve(config, args.host, args.port, args.log_level))
+    return 0
 
 
 if __name__ == "__main__":
