@@ -2,7 +2,8 @@
 
 Starts what is missing and nothing more:
 - a local redis-server (AOF on, data in .var/redis) when REDIS_URL is unset;
-- the OpenAI simulator when OPENAI_API_KEY is unset (and points the SDK at it);
+- the OpenAI simulator when OPENAI_API_KEY is unset (and points the SDK at it),
+  keeping its files, jobs and tuned models in .var/simulator;
 - the API (`python -m service`) and one worker (`python -m worker`).
 
 Each child runs in its own process group; on Ctrl-C, SIGTERM, or any child
@@ -154,6 +155,9 @@ def main() -> int:
                     str(port),
                     "--job-seconds",
                     env.get("SIMULATOR_JOB_SECONDS", "30"),
+                    # Files, jobs and tuned models outlive a restart of `make dev`.
+                    "--state-dir",
+                    env.get("SIMULATOR_STATE_DIR", str(VAR / "simulator")),
                 ],
                 env,
             )
