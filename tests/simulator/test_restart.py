@@ -124,7 +124,9 @@ def test_files_jobs_and_tuned_models_survive_a_restart(
         paused = client.fine_tuning.jobs.create(training_file=training.id, model="gpt-4o-mini")
         wait_for_job(client, paused.id, statuses=("running",))
         client.fine_tuning.jobs.pause(paused.id)
+        deadline = time.monotonic() + 10
         while not _metrics_steps(midway_events := _events(client, midway.id)):
+            assert time.monotonic() < deadline, "the job never reached its first step"
             time.sleep(0.05)
         assert client.fine_tuning.jobs.retrieve(midway.id).status == "running"
 
