@@ -6,11 +6,13 @@ import uvicorn
 
 from service.app import create_app
 from service.logs import configure_logging
+from service.providers.registry import providers_or_exit
 from service.settings import settings_or_exit
 
 
 def main() -> None:
     settings = settings_or_exit()
+    providers_or_exit(settings)
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     uvicorn.run(

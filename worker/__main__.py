@@ -11,6 +11,7 @@ from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from service.logs import configure_logging, register_settings_secrets
+from service.providers.registry import providers_or_exit
 from service.settings import Settings, settings_or_exit
 from worker.main import build_worker, close_worker
 
@@ -58,6 +59,7 @@ async def _run(settings: Settings) -> None:
 
 def main() -> None:
     settings = settings_or_exit(require_provider=True)
+    providers_or_exit(settings)
     configure_logging(settings.log_level, settings.log_format)
     register_settings_secrets(settings)
     asyncio.run(_run(settings))

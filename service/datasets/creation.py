@@ -261,7 +261,7 @@ class DatasetCreation:
                 part.example_tokens,
                 assistant_token_count=part.assistant_token_count,
                 example_token_limit=spec.example_token_limit,
-                encoding=spec.counting.tokenizer,
+                encoding=spec.counting.label,
             )
             example_count = part.example_count
         estimate = (

@@ -502,7 +502,7 @@ def _finish(
         assembler.tokens,
         assistant_token_count=assembler.assistant_tokens,
         example_token_limit=spec.example_token_limit,
-        encoding=spec.counting.tokenizer,
+        encoding=spec.counting.label,
     )
     valid = len(assembler.tokens)
     estimate = (

@@ -52,6 +52,12 @@ class Counting:
     per_message: int = COOKBOOK_OVERHEAD[0]
     per_name: int = COOKBOOK_OVERHEAD[1]
     per_conversation: int = COOKBOOK_OVERHEAD[2]
+    # What responses call the tokenizer (a file path means nothing to a caller).
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.tokenizer
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,8 @@ class Job(Record):
     suffix: str | None = None
     seed: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Options only the job's provider understands (the trainer's LoRA settings).
+    provider_options: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = None
     fine_tuned_model: str | None = None
     error: JobError | None = None

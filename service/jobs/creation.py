@@ -66,7 +66,30 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
         _ready(validation, "Validation dataset")
         if validation.kind != dataset.kind:
             raise InvalidContent("The validation dataset is of another kind than the training one")
-    entry, _ = resources.providers.training_provider(request.model, date.today())
+    entry, provider = resources.providers.training_provider(request.model, date.today())
+    unknown = sorted(set(request.provider_options) - provider.capabilities.options)
+    if unknown:
+        raise InvalidContent(
+            f"Provider {entry.provider} (which trains {entry.id}) does not take provider_options "
+            f"{', '.join(unknown)}"
+            + (
+                f"; it takes: {', '.join(sorted(provider.capabilities.options))}"
+                if provider.capabilities.options
+                else ""
+            ),
+            code="invalid_provider_options",
+            extra={
+                "errors": [
+                    {
+                        "line": None,
+                        "path": f"provider_options.{key}",
+                        "code": "not_supported",
+                        "message": f"{entry.provider} does not take {key}",
+                    }
+                    for key in unknown
+                ]
+            },
+        )
     if (dataset.example_count or 0) < entry.min_examples:
         raise InvalidContent(
             f"Dataset {dataset.id} has {dataset.example_count} example(s); {entry.id} needs at "
@@ -84,8 +107,6 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
             },
         )
     method = training_method(request.method, request.hyperparameters, dataset.kind or "chat")
-    if request.provider_options:
-        method = {**method, "provider_options": dict(request.provider_options)}
     metadata = check_metadata(request.metadata)
     suffix = check_suffix(request.suffix)
     webhook_url = None
@@ -114,6 +135,7 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
         suffix=suffix,
         seed=request.seed,
         metadata=metadata,
+        provider_options=dict(request.provider_options),
         webhook_url=webhook_url,
         created_at=now,
         updated_at=now,

@@ -253,6 +253,7 @@ class JobSync:
                 suffix=current.suffix,
                 seed=current.seed,
                 metadata=current.metadata,
+                options=current.provider_options,
                 maybe_created=maybe_created,
                 created_after=unix_from_iso(current.created_at),
             )

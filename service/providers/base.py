@@ -66,6 +66,8 @@ class Capabilities:
     pause_resume: bool = False
     # The provider's own signed webhooks can wake a job's sync (see verify_webhook).
     webhooks: bool = False
+    # Keys of a job's `provider_options` this provider understands (the trainer's `lora`).
+    options: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,8 @@ class JobSpec:
     suffix: str | None
     seed: int | None
     metadata: Mapping[str, str]
+    # Options only this provider understands (checked against its capabilities).
+    options: Mapping[str, Any] = field(default_factory=dict)
     # True when an earlier attempt may have created it already (look before creating).
     maybe_created: bool = False
     created_after: float | None = None

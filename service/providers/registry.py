@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -168,6 +169,32 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
     return configs
 
 
+def providers_or_exit(settings: Settings) -> None:
+    """For process entry points: a PROVIDERS_FILE that cannot be used (bad TOML, an
+    unknown kind, a key variable that is unset) stops start-up with one line, exit 2."""
+    try:
+        for config in provider_configs(settings):
+            if config.kind not in _kinds():
+                raise ProviderConfigError(
+                    f"provider {config.name!r}: no provider kind {config.kind!r} "
+                    f"(kinds here: {', '.join(_kinds())})"
+                )
+            config.api_key()
+    except ProviderConfigError as exc:
+        where = "PROVIDERS_FILE" if settings.providers_file else "OPENAI_API_KEY"
+        print(f"configuration error: {where}: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
+
+
+def _kinds() -> list[str]:
+    """Every provider kind: the folders under service/providers/ that can build one."""
+    return sorted(
+        path.parent.name
+        for path in Path(__file__).resolve().parent.glob("*/__init__.py")
+        if "def build(" in path.read_text(encoding="utf-8")
+    )
+
+
 def build_provider(config: ProviderConfig) -> Provider:
     try:
         module = importlib.import_module(f"service.providers.{config.kind}")
@@ -237,7 +264,9 @@ def build_catalog(
 def _render(template: str, messages: list[dict[str, str]], special: Mapping[str, str]) -> str:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_generation_markers()]
+    )
     # Templates written for transformers use these two extensions of Jinja.
     environment.globals["raise_exception"] = _template_error
     return environment.from_string(template).render(
@@ -249,7 +278,27 @@ def _template_error(message: str) -> None:
     raise ValueError(message)
 
 
-def counting_from_facts(facts: ModelFacts, tokenizer_path: Path) -> Counting:
+def _generation_markers() -> type[Any]:
+    """`{% generation %}…{% endgeneration %}`, an extension of transformers' templates that
+    marks what the assistant writes (for assistant-only loss); rendering keeps its body."""
+    from jinja2 import nodes
+    from jinja2.ext import Extension
+    from jinja2.parser import Parser
+
+    class GenerationMarkers(Extension):
+        tags = {"generation"}  # noqa: RUF012 - Jinja reads it from the class
+
+        def parse(self, parser: Parser) -> list[nodes.Node]:
+            next(parser.stream)
+            body: list[nodes.Node] = parser.parse_statements(
+                ("name:endgeneration",), drop_needle=True
+            )
+            return body
+
+    return GenerationMarkers
+
+
+def counting_from_facts(facts: ModelFacts, tokenizer_path: Path, model: str) -> Counting:
     """The model's chat template measured once: the tokens it adds around a message and
     around a conversation, so counting stays overhead + the tokens of each text."""
     from tokenizers import Tokenizer
@@ -259,8 +308,11 @@ def counting_from_facts(facts: ModelFacts, tokenizer_path: Path) -> Counting:
     def count(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
+    name = f"{model} tokenizer.json"
     if not facts.chat_template:
-        return Counting(tokenizer=f"hf:{tokenizer_path}", per_message=0, per_conversation=0)
+        return Counting(
+            tokenizer=f"hf:{tokenizer_path}", per_message=0, per_conversation=0, name=name
+        )
     empty = _render(facts.chat_template, [], facts.special_tokens)
     text = "x"
     one = _render(facts.chat_template, [{"role": "user", "content": text}], facts.special_tokens)
@@ -271,6 +323,7 @@ def counting_from_facts(facts: ModelFacts, tokenizer_path: Path) -> Counting:
         per_message=max(0, per_message),
         per_name=0,
         per_conversation=per_conversation,
+        name=name,
     )
 
 
@@ -346,10 +399,19 @@ class ProviderRegistry:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / "tokenizer.json"
             path.write_bytes(facts.tokenizer_json)
+            try:
+                counting = counting_from_facts(facts, path, model)
+            except Exception as exc:  # a tokenizer file or template we cannot use
+                # The model stays undescribed (uploads for it answer 503), the rest go on.
+                logger.warning(
+                    "cannot count tokens for a provider's model",
+                    extra={"provider": config.name, "model": model, "error": repr(exc)},
+                )
+                continue
             self._facts[model] = CatalogModel(
                 id=model,
                 provider=config.name,
-                counting=counting_from_facts(facts, path),
+                counting=counting,
                 example_token_limit=facts.example_token_limit,
                 limit_confirmed=True,
                 price=None,

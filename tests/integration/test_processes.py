@@ -84,6 +84,8 @@ def test_api_and_worker_processes_become_ready_and_stop_cleanly(env: dict[str, s
         ),
         ("worker", {"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
         ("service", {"PORT": "99999"}, "PORT"),
+        ("service", {"PROVIDERS_FILE": "/nonexistent/providers.toml"}, "PROVIDERS_FILE"),
+        ("worker", {"PROVIDERS_FILE": "/nonexistent/providers.toml"}, "PROVIDERS_FILE"),
     ],
 )
 def test_bad_configuration_stops_start_up_with_one_line_naming_the_variable(

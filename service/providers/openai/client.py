@@ -243,6 +243,9 @@ class OpenAICompatibleProvider:
         return await _call(lookup)
 
     async def start_job(self, spec: JobSpec) -> ProviderJob:
+        return await self._start(spec, extra_body=self._job_extra_body)
+
+    async def _start(self, spec: JobSpec, *, extra_body: Mapping[str, Any]) -> ProviderJob:
         if spec.maybe_created:
             found = await self._find_created(spec)
             if found is not None:
@@ -256,7 +259,7 @@ class OpenAICompatibleProvider:
                 suffix=spec.suffix or openai.omit,
                 seed=spec.seed if spec.seed is not None else openai.omit,
                 metadata={**spec.metadata, METADATA_JOB_KEY: spec.key},
-                extra_body=self._job_extra_body or None,
+                extra_body=dict(extra_body) or None,
                 # Honoured where the API supports it; the lookup above covers the rest.
                 extra_headers={"Idempotency-Key": f"create-job-{spec.key}"},
             )
