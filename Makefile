@@ -22,6 +22,12 @@ help: ## List the targets
 .venv/.installed: pyproject.toml uv.lock
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
+	@touch $@ .venv/.runtime
+
+# What running needs and no more (no linters, fuzzers or test tools); keeps what is there.
+.venv/.runtime: pyproject.toml uv.lock
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --no-default-groups --inexact
 	@touch $@
 
 $(TRAINER_VENV)/.installed: trainer/requirements.txt
@@ -33,10 +39,12 @@ install: .venv/.installed $(TRAINER_VENV)/.installed ## Create .venv (uv.lock) a
 
 install-trainer: $(TRAINER_VENV)/.installed ## Create only .venv-trainer, the trainer's torch environment
 
-dev: install ## Run Redis (if REDIS_URL unset), the simulator (if OPENAI_API_KEY unset), API and worker
-	$(UV) run --frozen python scripts/dev.py
+dev: .venv/.runtime ## Run Redis (if REDIS_URL unset), the simulator (if OPENAI_API_KEY unset), API and worker (+ the trainer when .venv-trainer exists)
+	@[ -n "$$REDIS_URL" ] || scripts/system-deps.sh redis-server:redis-server
+	$(UV) run --frozen --no-sync python scripts/dev.py
 
 test: install ## Run the test suite (starts its own redis-server; the trainer's tests use .venv-trainer)
+	@scripts/system-deps.sh redis-server:redis-server chromium:chromium jq:jq
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 test-trainer: install ## Run only the trainer's tests (tests/trainer)

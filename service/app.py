@@ -21,6 +21,7 @@ from service import __version__
 from service.api.auth import provide_resources, provide_tenant
 from service.api.chat import ChatController
 from service.api.datasets import DatasetController
+from service.api.docs_assets import DOCS_ASSETS, DocsAssetsController
 from service.api.health import HealthController
 from service.api.jobs import JobController
 from service.api.middleware import body_pacing_middleware, request_id_middleware
@@ -68,7 +69,16 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="Webhooks", description="Signed notifications about jobs"),
             Tag(name="Health", description="Liveness and readiness"),
         ],
-        render_plugins=[SwaggerRenderPlugin()],
+        # The UI's files come from the installed swagger-ui-py package, not a CDN, so
+        # /docs works on a machine without internet.
+        render_plugins=[
+            SwaggerRenderPlugin(
+                js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+            )
+        ],
         path="/docs",
     )
 
@@ -106,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ModelController,
             WebhookController,
             ConsoleController,
+            DocsAssetsController,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import sys
 from functools import cached_property
@@ -291,8 +292,20 @@ def load_settings(*, require_provider: bool = False, **overrides: object) -> Set
     return settings
 
 
+# Read by libraries straight from the environment, where a blank value (a copied
+# .env.example, compose's env_file) would mean "this empty path" instead of "unset".
+LIBRARY_VARIABLES = ("TIKTOKEN_CACHE_DIR",)
+
+
+def forget_blank_library_variables() -> None:
+    for name in LIBRARY_VARIABLES:
+        if name in os.environ and not os.environ[name].strip():
+            del os.environ[name]
+
+
 def settings_or_exit(*, require_provider: bool = False) -> Settings:
     """For process entry points: print one clear line and exit 2 on bad configuration."""
+    forget_blank_library_variables()
     try:
         return load_settings(require_provider=require_provider)
     except ConfigurationError as exc:

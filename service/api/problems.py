@@ -156,8 +156,14 @@ def _validation_error(
         if not isinstance(item, dict):
             continue
         key = item.get("key")
-        source = item.get("source")
-        path = f"{source}.{key}" if source and key else key or source
+        # Litestar names where a bad value came from (query, path, header, body)
+        # with an enum; a caller wants the parameter's name, as they sent it.
+        source = getattr(item.get("source"), "value", item.get("source"))
+        path = (
+            key
+            if key and source in (None, "query", "path", "header", "cookie")
+            else (f"{source}.{key}" if source and key else key or source)
+        )
         issues.append(
             {"line": None, "path": path, "code": "invalid", "message": item.get("message")}
         )

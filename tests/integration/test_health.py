@@ -94,3 +94,23 @@ async def test_unknown_route_is_a_problem_with_the_callers_request_id(client) ->
 async def test_malformed_request_id_is_replaced(client) -> None:
     response = await client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
     assert response.headers["x-request-id"].startswith("req_")
+
+
+async def test_the_docs_page_loads_nothing_from_other_hosts(client) -> None:
+    """/docs renders on a machine without internet: every asset comes from this server."""
+    import re
+
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "swagger" in page.text.lower()
+    sources = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert sources
+    assert not [s for s in sources if "://" in s], sources
+    for source in sources:
+        asset = await client.get(source)
+        assert asset.status_code == 200, source
+        assert len(asset.content) > 100
+    spec = await client.get("/docs/openapi.json")
+    assert spec.status_code == 200
+    assert spec.json()["info"]["title"] == "Fine-tuning service"
+    assert (await client.get("/docs/assets/swagger-editor-bundle.js")).status_code == 404

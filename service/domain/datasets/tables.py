@@ -127,7 +127,12 @@ class ColumnMapping:
             return None
 
         positions: dict[str, int | None] = {}
-        for wanted in (settings.user_column, settings.assistant_column, settings.system_column):
+        options = (
+            ("user_column", settings.user_column),
+            ("assistant_column", settings.assistant_column),
+            ("system_column", settings.system_column),
+        )
+        for option, wanted in options:
             if wanted is None:
                 continue
             positions[wanted] = locate(wanted)
@@ -139,7 +144,8 @@ class ColumnMapping:
                         wanted,
                         codes.MISSING_COLUMN,
                         f'The header has no column "{wanted}" (columns: {available}). '
-                        "Name the columns to use with the column options.",
+                        f"Set {option} to the header's name for it (the options user_column, "
+                        "assistant_column and system_column map the columns).",
                     )
                 )
         if found:
