@@ -413,16 +413,21 @@ class JobManager:
 
     async def _watch(self, job: Job, watch: Watch) -> None:
         state: RunState | None = None
-        unreachable_since: float | None = None
+        failing_since: float | None = None
         try:
             while True:
                 try:
                     state = await self.runner.state(job)
-                    unreachable_since = None
-                except RunnerUnavailable as exc:
-                    if unreachable_since is None:
-                        unreachable_since = time.monotonic()
-                        logger.warning("cannot follow %s for now: %s", job.id, exc)
+                    failing_since = None
+                except Exception as exc:  # the run goes on; ask again at the next poll
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        logger.warning(
+                            "cannot follow %s for now: %s",
+                            job.id,
+                            exc,
+                            exc_info=not isinstance(exc, RunnerUnavailable),
+                        )
                     state = None
                 if state is not None and state.phase is RunPhase.RUNNING:
                     if job.status == "queued":

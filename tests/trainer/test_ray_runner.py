@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.trainer.conftest import (
     QUESTIONS,
     TINY_MODEL,
@@ -187,3 +187,24 @@ def test_a_restarted_trainer_follows_its_ray_job_and_a_repeated_submit_attaches(
     assert ask(client, finished.fine_tuned_model, QUESTIONS[0], max_tokens=5)
     assert client.models.retrieve(finished.fine_tuned_model).id == finished.fine_tuned_model
     assert TINY_MODEL in {model.id for model in client.models.list().data}
+
+
+def test_a_job_waits_in_the_queue_while_ray_cannot_be_reached(
+    start_trainer: Callable[..., TrainerServer],
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    server = start_trainer(env={"RAY_ADDRESS": nobody})
+    client = server.client()
+    job = create_seed_job(client, n_epochs=1)
+    deadline = time.monotonic() + 30
+    while not any(e.level == "warn" for e in all_events(client, job.id)):
+        assert time.monotonic() < deadline, "no word that Ray is out of reach"
+        time.sleep(0.25)
+    [warning] = [e for e in all_events(client, job.id) if e.level == "warn"]
+    assert "could not be submitted yet" in warning.message
+    assert nobody in warning.message
+    time.sleep(3)  # retried meanwhile, and still waiting
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "queued"
+    assert len([e for e in all_events(client, job.id) if e.level == "warn"]) == 1
+    assert httpx.get(f"{server.root_url}/ready").json()["runner"]["connected"] is False
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
