@@ -10,7 +10,8 @@ Kept small for a 2-core machine: 2 logical CPUs (one training at a time with
 the runner's default of 1 CPU per training, plus room for a second submit),
 no GPUs, an 80 MB object store (nothing uses it), no log monitor. The
 dashboard must run: it hosts the jobs API the runner submits to. Every port is
-picked free, so clusters of other sessions on the machine are left alone.
+picked free, so clusters of other sessions on the machine are left alone. Ray's
+`uv run` detection is turned off (see `start`).
 """
 
 from __future__ import annotations
@@ -56,12 +57,23 @@ class RayCluster:
         temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         dashboard_port = free_port()
         env = {
-            **os.environ,
-            # As an activated venv would: the entry point's `python` is the trainer's.
-            "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-            "RAY_USAGE_STATS_ENABLED": "0",
+            name: value
+            for name, value in os.environ.items()
+            # `make test` runs pytest under `uv run`, and Ray, seeing `uv run` among the
+            # ancestors of its processes, would start every worker (the jobs' supervisors
+            # too) through `uv run` in this project's .venv, which has no Ray: the jobs
+            # would stay PENDING. The cluster gets the trainer's venv and nothing of uv's.
+            if not name.startswith("UV") and name not in ("VIRTUAL_ENV", "RAY_ADDRESS")
         }
-        env.pop("RAY_ADDRESS", None)
+        env.update(
+            {
+                # As an activated venv would: the entry point's `python` is the trainer's.
+                "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+                "VIRTUAL_ENV": str(venv_bin.parent),
+                "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+                "RAY_USAGE_STATS_ENABLED": "0",
+            }
+        )
         command = [
             str(venv_bin / "ray"),
             "start",
