@@ -24,6 +24,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from trainer.config import TrainerConfig
 from trainer.errors import MISSING_API_KEY, SERVER_ERROR, APIError, error_body, invalid_api_key
 from trainer.job_manager import JobManager
+from trainer.jobs import Job
 from trainer.model_catalog import ModelCatalog
 from trainer.registry import ModelRegistry
 from trainer.routes import chat, files, fine_tuning, health, models
@@ -59,6 +60,12 @@ def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dic
     return Response(error_body(SERVER_ERROR, "server_error", None, None), status_code=500)
 
 
+def _load_after_training(vllm: VLLMServing, registry: ModelRegistry, job: Job) -> None:
+    served = registry.resolve(job.fine_tuned_model) if job.fine_tuned_model else None
+    if served is not None and served.adapter_dir is not None:
+        vllm.after_training(served)
+
+
 def create_app(config: TrainerConfig) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -82,15 +89,17 @@ def create_app(config: TrainerConfig) -> Litestar:
                 server=server,
                 vllm=vllm,
             )
-            await manager.start()
+            registry = app.state.trainer.registry
             if vllm is not None:
                 await vllm.start()
+                manager.on_success = lambda job: _load_after_training(vllm, registry, job)
+            await manager.start()
             try:
                 yield
             finally:
+                await manager.stop()
                 if vllm is not None:
                     await vllm.close()
-                await manager.stop()
                 server.close()
         finally:
             lock.close()

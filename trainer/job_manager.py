@@ -35,6 +35,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ class JobManager:
         self._retry_at = 0.0
         self._retry_delay = RETRY_FIRST_SECONDS
         self._warned_unreachable: set[str] = set()
+        # Called with each job that succeeds (serving through vLLM loads its adapter).
+        self.on_success: Callable[[Job], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -564,6 +567,11 @@ class JobManager:
         self.jobs.add_event(job, f"New fine-tuned model created: {job.tuned_model_name}")
         self.jobs.add_event(job, "The job has successfully completed")
         self.jobs.save(job)
+        if self.on_success is not None:
+            try:
+                self.on_success(job)
+            except Exception:  # the job has succeeded whatever a listener does
+                logger.exception("after the success of %s", job.id)
 
     def _fail(self, job: Job, code: str, message: str, param: str | None = None) -> None:
         job.status = "failed"

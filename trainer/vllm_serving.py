@@ -11,9 +11,10 @@ trainer is the only caller of vLLM's admin endpoints:
 An adapter folder is named by its path inside the trainer's data folder, so vLLM
 must see that folder at the same path (the shared volume the Ray nodes use too).
 
-Deploying (the trainer's own `POST /v1/load_lora_adapter`, or the first chat for a
-tuned model) loads the adapter into vLLM and, for the deploy call, asks it for a
-one-token answer, so a 200 means the model answers through vLLM. Chat for base and
+A job that succeeds has its adapter loaded into vLLM at once, in the background.
+Deploying (the trainer's own `POST /v1/load_lora_adapter`) makes sure it is loaded
+and asks vLLM for a one-token answer from it, so a 200 means the model answers
+through vLLM; the first chat for a tuned model not loaded yet loads it too. Chat for base and
 tuned models is then forwarded to vLLM as raw bytes: the request body as the client
 sent it, the answer as vLLM wrote it, server-sent events passed on chunk by chunk.
 
@@ -90,6 +91,7 @@ class VLLMServing:
         self._listing: Listing | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._keeper: asyncio.Task[None] | None = None
+        self._loading: set[asyncio.Task[None]] = set()
         self._problem: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -99,10 +101,11 @@ class VLLMServing:
         self._keeper = asyncio.create_task(self._keep(), name="vllm-keeper")
 
     async def close(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+        for task in [self._keeper, *self._loading]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._admin.aclose()
         await self._chat.aclose()
 
@@ -118,11 +121,36 @@ class VLLMServing:
 
     # -- deploy and undeploy -------------------------------------------------------------
 
+    def after_training(self, served: ServedModel) -> None:
+        """A job just produced this tuned model: load it into vLLM now, in the background."""
+        task = asyncio.create_task(self._load_quietly(served), name=f"vllm-load-{served.id}")
+        self._loading.add(task)
+        task.add_done_callback(self._loading.discard)
+
+    async def _load_quietly(self, served: ServedModel) -> None:
+        try:
+            await self._require_base(served)
+            await self._load(served.id, _adapter_path(served), known_ok=True)
+        except APIError as exc:  # the deploy call or the first chat loads it later
+            logger.warning("could not load %s into vLLM after training: %s", served.id, exc.message)
+
     async def deploy(self, served: ServedModel) -> None:
-        """Load a tuned model into vLLM and return once it answers there."""
+        """Make sure a tuned model is loaded into vLLM; return once it answers there."""
         await self._require_base(served)
+        await self._load(served.id, _adapter_path(served), known_ok=True)
+        if await self._probe(served):
+            return
+        # vLLM forgot it since (a restart the periodic check has not seen yet): load again.
+        logger.warning("vLLM lost %s (restarted?); loading it again", served.id)
         await self._load(served.id, _adapter_path(served), known_ok=False)
-        await self._probe(served)
+        if not await self._probe(served):
+            raise APIError(
+                502,
+                f"vLLM loaded {served.id} but does not know it when asked for an answer.",
+                type="server_error",
+                param="lora_name",
+                code="adapter_not_answering",
+            )
 
     async def undeploy(self, model_id: str) -> bool:
         """Unload a tuned model from vLLM; True when it was deployed."""
@@ -224,8 +252,11 @@ class VLLMServing:
             )
         return True
 
-    async def _probe(self, served: ServedModel) -> None:
-        """Ask for one token from the adapter (or, without a chat template, look for it)."""
+    async def _probe(self, served: ServedModel) -> bool:
+        """Ask for one token from the adapter (or, without a chat template, look for it).
+
+        False when vLLM does not know the model; an APIError when it fails otherwise.
+        """
         try:
             if served.base.chat_template() is not None:
                 response = await self._admin.post(
@@ -237,12 +268,12 @@ class VLLMServing:
                         "temperature": 0,
                     },
                 )
+                if response.status_code == 404 and "does not exist" in response.text:
+                    return False
                 answered = response.status_code == 200
                 why = _message(response)
             else:
-                listing = await self._list()
-                answered = served.id in listing.adapters
-                why = "vLLM does not list it"
+                return served.id in (await self._list()).adapters
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         if not answered:
@@ -253,6 +284,7 @@ class VLLMServing:
                 param="lora_name",
                 code="adapter_not_answering",
             )
+        return True
 
     async def _list(self) -> Listing:
         response = await self._admin.get("/v1/models")

@@ -1,12 +1,13 @@
 """The trainer with VLLM_BASE_URL set: tuned models are served through vLLM.
 
 vLLM cannot run on these CPUs, so a stand-in answers at the HTTP boundary
-(tests/trainer/vllm_standin.py), recording every call. Shown: the trainer's deploy
-call loads the adapter into vLLM by its folder and answers 200 only once the model
-answers there; chat is forwarded as raw bytes, streamed chunk by chunk; a vLLM
-restart is noticed by a chat (404 "does not exist") and by the periodic check
-without any chat, and the adapter is loaded again; deleting the model unloads it;
-and an unreachable vLLM is an OpenAI-shaped 503. The job is the same request the
+(tests/trainer/vllm_standin.py), recording every call. Shown: a job's adapter is
+loaded into vLLM by its folder once the job succeeds; the trainer's deploy call
+answers 200 only once the model has answered there; chat is forwarded as raw
+bytes, streamed chunk by chunk; a vLLM restart is noticed by a chat or a deploy
+(404 "does not exist") and by the periodic check without any call, and the
+adapter is loaded again; deleting the model unloads it; and an unreachable vLLM
+is an OpenAI-shaped 503. The job is the same request the
 local and Ray tests send, trained by the local runner.
 """
 
@@ -69,9 +70,12 @@ def test_tuned_models_are_served_through_vllm(
     assert job.status == "succeeded", job.error
     tuned = job.fine_tuned_model
     adapter = (server.data_dir / "jobs" / job.id / "run" / "adapter").resolve()
-    assert standin.posts() == [], "nothing is loaded before it is deployed"
 
-    # The deploy call: the adapter is loaded by its folder, then asked for an answer.
+    # Trained, the adapter is loaded into vLLM by its folder.
+    _wait(lambda: tuned in standin.adapters, "the adapter was not loaded after training")
+    assert standin.posts() == [(LOAD, tuned, 200)]
+
+    # The deploy call: 200 once the model has answered through vLLM.
     deployed = httpx.post(f"{server.base_url}/load_lora_adapter", json={"lora_name": tuned})
     assert deployed.status_code == 200, deployed.text
     assert deployed.json() == {
@@ -81,6 +85,7 @@ def test_tuned_models_are_served_through_vllm(
         "by": "vllm",
     }
     assert standin.posts() == [(LOAD, tuned, 200), (CHAT, tuned, 200)]
+    assert standin.calls[-1].body["max_tokens"] == 1  # type: ignore[index]
     load = next(call for call in standin.calls if call.path == LOAD)
     assert load.body == {"lora_name": tuned, "lora_path": str(adapter)}
     assert (Path(load.body["lora_path"]) / "adapter_config.json").is_file()
@@ -140,6 +145,12 @@ def test_tuned_models_are_served_through_vllm(
     before = len(standin.posts())
     reply = client.chat.completions.create(model=tuned, messages=_messages(QUESTIONS[0]))  # type: ignore[arg-type]
     assert reply.choices[0].message.content == f"stand-in answer from {tuned} (adapter)"
+    assert standin.posts()[before:] == [(CHAT, tuned, 404), (LOAD, tuned, 200), (CHAT, tuned, 200)]
+    # So does the deploy call.
+    standin.restart()
+    before = len(standin.posts())
+    deployed = httpx.post(f"{server.base_url}/load_lora_adapter", json={"lora_name": tuned})
+    assert deployed.status_code == 200, deployed.text
     assert standin.posts()[before:] == [(CHAT, tuned, 404), (LOAD, tuned, 200), (CHAT, tuned, 200)]
 
     # A trainer restarted with a short check keeps its deployed set, and the check alone
