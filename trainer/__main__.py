@@ -2,7 +2,8 @@
 
 OpenAI's files, fine-tuning, models and chat paths under `/v1`; `/health` and
 `/ready` outside it. `TRAINER_API_KEY`, when set, is the bearer key every `/v1`
-call must carry. See docs/trainer.md.
+call must carry. `RAY_ADDRESS` runs trainings as Ray jobs and `VLLM_BASE_URL`
+serves tuned models through vLLM. See docs/trainer.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from pathlib import Path
 import uvicorn
 
 from trainer.app import create_app
-from trainer.config import TrainerConfig, api_key_from_environment
+from trainer.config import (
+    RaySettings,
+    TrainerConfig,
+    VLLMSettings,
+    api_key_from_environment,
+    parse_runtime_env,
+    ray_address_from_environment,
+    vllm_from_environment,
+)
 from trainer.store import DataDirLocked, lock_data_dir
 
 
@@ -58,7 +67,65 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-upload-mb", type=int, default=512)
     parser.add_argument("--log-level", default="info")
+    ray = parser.add_argument_group("Ray (when RAY_ADDRESS is set: trainings are Ray jobs)")
+    ray.add_argument(
+        "--ray-num-cpus", type=float, default=1.0, help="CPUs Ray reserves per training (1)"
+    )
+    ray.add_argument(
+        "--ray-num-gpus", type=float, default=0.0, help="GPUs Ray reserves per training (0)"
+    )
+    ray.add_argument(
+        "--ray-runtime-env",
+        default="",
+        help="extra Ray runtime_env for each training: a JSON object, or @file.json",
+    )
+    ray.add_argument(
+        "--ray-python",
+        default="python",
+        help="the interpreter on the Ray nodes that runs the entry point (default: python)",
+    )
+    vllm = parser.add_argument_group("vLLM (when VLLM_BASE_URL is set: tuned models served there)")
+    vllm.add_argument(
+        "--vllm-check-seconds",
+        type=float,
+        default=10.0,
+        help="how often vLLM is checked for adapters it lost (a restart) (default 10)",
+    )
     return parser
+
+
+def _ray_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RaySettings | None:
+    address = ray_address_from_environment()
+    if address is None:
+        return None
+    if args.gpus:
+        parser.error("--gpus is for local trainings; with RAY_ADDRESS use --ray-num-gpus")
+    try:
+        runtime_env = parse_runtime_env(args.ray_runtime_env)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--ray-runtime-env: {exc}")
+    if args.ray_num_cpus < 0 or args.ray_num_gpus < 0:
+        parser.error("--ray-num-cpus and --ray-num-gpus cannot be negative")
+    return RaySettings(
+        address=address,
+        num_cpus=args.ray_num_cpus,
+        num_gpus=args.ray_num_gpus,
+        runtime_env=runtime_env,
+        python=args.ray_python,
+    )
+
+
+def _vllm_settings(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> VLLMSettings | None:
+    url, key = vllm_from_environment()
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")):
+        parser.error(f"VLLM_BASE_URL must be an http(s) URL, got {url!r}")
+    if args.vllm_check_seconds <= 0:
+        parser.error("--vllm-check-seconds must be positive")
+    return VLLMSettings(base_url=url, api_key=key, check_seconds=args.vllm_check_seconds)
 
 
 class _Server(uvicorn.Server):
@@ -96,10 +163,12 @@ async def _serve(config: TrainerConfig, host: str, port: int, log_level: str) ->
             lifespan="on",
         )
     )
+    runs = f"Ray jobs at {config.ray.address}" if config.ray else "local subprocesses"
+    serves = f"vLLM at {config.vllm.base_url}" if config.vllm else "built-in"
     sys.stdout.write(
         f"trainer listening on http://{host}:{bound_port}/v1 "
         f"(models {config.models_dir}, data {config.data_dir}, "
-        f"auth {'on' if config.api_key else 'off'})\n"
+        f"auth {'on' if config.api_key else 'off'}, trainings: {runs}, serving: {serves})\n"
     )
     sys.stdout.flush()
     await server.serve(sockets=[sock])
@@ -126,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         max_loaded_adapters=args.max_loaded_adapters,
         default_max_tokens=args.max_tokens,
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        ray=_ray_settings(args, parser),
+        vllm=_vllm_settings(args, parser),
     )
     # Refuse at once (not inside the lifespan) when another server holds the folder.
     try:

@@ -1,8 +1,11 @@
 """`create_app(config)`: the trainer server as an ASGI application (a Litestar app).
 
 Building the app reads nothing and starts nothing. The lifespan locks the data
-folder, loads the stored files and jobs, starts the job runner (which recovers
-jobs a previous server left behind) and, on the way out, stops running trainings.
+folder, loads the stored files and jobs, starts the job manager with its runner
+(local subprocesses, or Ray jobs with RAY_ADDRESS; it recovers jobs a previous
+server left behind), starts serving through vLLM when VLLM_BASE_URL is set and, on
+the way out, stops local trainings (Ray jobs go on and are followed again on the
+next start).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from litestar.exceptions import HTTPException, NotFoundException
 
 from trainer.config import TrainerConfig
 from trainer.errors import MISSING_API_KEY, SERVER_ERROR, APIError, error_body, invalid_api_key
+from trainer.job_manager import JobManager
+from trainer.jobs import Job
 from trainer.model_catalog import ModelCatalog
 from trainer.registry import ModelRegistry
 from trainer.routes import chat, files, fine_tuning, health, models
-from trainer.runner import Runner
+from trainer.runners import make_runner
 from trainer.serving import ModelServer
 from trainer.state import TrainerState
 from trainer.store import FileStore, JobStore, lock_data_dir
+from trainer.vllm_serving import VLLMServing
 
 logger = logging.getLogger("trainer")
 
@@ -54,6 +60,12 @@ def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dic
     return Response(error_body(SERVER_ERROR, "server_error", None, None), status_code=500)
 
 
+def _load_after_training(vllm: VLLMServing, registry: ModelRegistry, job: Job) -> None:
+    served = registry.resolve(job.fine_tuned_model) if job.fine_tuned_model else None
+    if served is not None and served.adapter_dir is not None:
+        vllm.after_training(served)
+
+
 def create_app(config: TrainerConfig) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -62,24 +74,32 @@ def create_app(config: TrainerConfig) -> Litestar:
             catalog = ModelCatalog(config.models_dir)
             file_store = FileStore(config.data_dir / "files")
             job_store = JobStore(config.data_dir / "jobs")
-            runner = Runner(config, file_store, job_store, catalog)
+            manager = JobManager(config, file_store, job_store, catalog, make_runner(config))
             server = ModelServer(
                 config.max_loaded_models, config.max_loaded_adapters, config.default_max_tokens
             )
+            vllm = VLLMServing(config.vllm, config.data_dir) if config.vllm else None
             app.state.trainer = TrainerState(
                 config=config,
                 files=file_store,
                 jobs=job_store,
                 catalog=catalog,
                 registry=ModelRegistry(catalog, job_store),
-                runner=runner,
+                manager=manager,
                 server=server,
+                vllm=vllm,
             )
-            await runner.start()
+            registry = app.state.trainer.registry
+            if vllm is not None:
+                await vllm.start()
+                manager.on_success = lambda job: _load_after_training(vllm, registry, job)
+            await manager.start()
             try:
                 yield
             finally:
-                await runner.stop()
+                await manager.stop()
+                if vllm is not None:
+                    await vllm.close()
                 server.close()
         finally:
             lock.close()

@@ -65,7 +65,9 @@ class Job:
     trained_tokens: int | None = None
     result_files: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
-    # The training process while it runs (pid and its start time, to recognise it later).
+    # Which runner was handed the training ("local" or "ray"), set just before it is.
+    runner: str | None = None
+    # The local training process while it runs (pid and its start time, to recognise it).
     pid: int | None = None
     pid_started: str | None = None
     tuned_model_deleted: bool = False

@@ -12,8 +12,8 @@ into `spec.output_dir` (the run folder):
     error.json          on a handled failure: {"code", "message", "param"}
 
 and exits with one of the `EXIT_*` codes. Nothing in the run depends on the
-server's memory, so the same spec can be run by hand, by the embedded launcher,
-or later as a Ray job.
+server's memory, so the same spec can be run by hand, by the local runner, or
+as a Ray job (trainer/runners/).
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ EXIT_OUT_OF_MEMORY = 4
 # The launcher sets this so the run stops when the server that started it dies
 # (a Ray job or a run by hand does not, and is not tied to any parent).
 PARENT_PID_ENV = "TRAINER_PARENT_PID"
+# When "1", each event is also printed on stdout as one line, EVENT_LINE_PREFIX then
+# its JSON. The Ray runner sets it: Ray's job logs then carry the events too, so they
+# reach the trainer even when it cannot (yet) read the run folder.
+EVENTS_TO_STDOUT_ENV = "TRAINER_EVENTS_TO_STDOUT"
+EVENT_LINE_PREFIX = "trainer-event: "
 
 
 @dataclass(frozen=True, slots=True)

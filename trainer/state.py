@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainer.config import TrainerConfig
+from trainer.job_manager import JobManager
 from trainer.model_catalog import ModelCatalog
 from trainer.registry import ModelRegistry
-from trainer.runner import Runner
 from trainer.serving import ModelServer
 from trainer.store import FileStore, JobStore
+from trainer.vllm_serving import VLLMServing
 
 
 @dataclass(slots=True)
@@ -19,5 +20,8 @@ class TrainerState:
     jobs: JobStore
     catalog: ModelCatalog
     registry: ModelRegistry
-    runner: Runner
+    manager: JobManager
+    # Built-in serving (transformers + PEFT); unused while `vllm` is set.
     server: ModelServer
+    # Serving through vLLM, when VLLM_BASE_URL is set.
+    vllm: VLLMServing | None = None

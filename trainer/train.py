@@ -33,7 +33,9 @@ from trainer.spec import (
     CHECKPOINTS_DIR,
     CHECKPOINTS_FILE,
     ERROR_FILE,
+    EVENT_LINE_PREFIX,
     EVENTS_FILE,
+    EVENTS_TO_STDOUT_ENV,
     EXIT_BAD_DATA,
     EXIT_BAD_SPEC,
     EXIT_FAILED,
@@ -62,10 +64,16 @@ class DataError(Exception):
 
 
 class EventLog:
-    """Appends OpenAI-shaped events to the run's `events.jsonl`, one line each."""
+    """Appends OpenAI-shaped events to the run's `events.jsonl`, one line each.
+
+    With `TRAINER_EVENTS_TO_STDOUT=1` each event is also printed on stdout (one
+    `trainer-event: {json}` line), so a runner that only sees the process's output
+    (Ray's job logs) still receives the events.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.to_stdout = os.environ.get(EVENTS_TO_STDOUT_ENV) == "1"
 
     def write(
         self,
@@ -85,6 +93,10 @@ class EventLog:
         }
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+        if self.to_stdout:
+            # ASCII-escaped, so the line survives whatever encoding the log is read in.
+            sys.stdout.write(EVENT_LINE_PREFIX + json.dumps(event) + "\n")
+            sys.stdout.flush()
 
 
 @dataclass

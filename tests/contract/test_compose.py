@@ -17,10 +17,23 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 KNOWN_VARIABLES = {name.upper() for name in Settings.model_fields} | {"TIKTOKEN_CACHE_DIR"}
 # The trainer is its own program with its own (small) set of variables.
 VARIABLES_BY_SERVICE = {"trainer": TRAINER_VARIABLES}
+# Ray nodes run Ray's own CLI from the trainer's image, not a module of this project.
+RAY_NODES = ("ray-head", "ray-worker")
+# What the vLLM container is given: vLLM's runtime LoRA switch and API key, offline hub.
+VLLM_VARIABLES = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING", "VLLM_API_KEY", "HF_HUB_OFFLINE"}
 
 
 def _services_with_build() -> list[tuple[str, dict]]:
     return [(name, spec) for name, spec in COMPOSE["services"].items() if "build" in spec]
+
+
+def _project_processes() -> list[tuple[str, dict]]:
+    return [(name, spec) for name, spec in _services_with_build() if name not in RAY_NODES]
+
+
+def _flag(command: list[str], name: str) -> str:
+    """The value of `--name=value` in a command."""
+    return next(item.split("=", 1)[1] for item in command if item.startswith(f"{name}="))
 
 
 def test_redis_has_aof_and_a_healthcheck() -> None:
@@ -37,7 +50,7 @@ def test_build_context_and_dockerfile_exist(name: str, spec: dict) -> None:
     assert (context / spec["build"].get("dockerfile", "Dockerfile")).is_file(), name
 
 
-@pytest.mark.parametrize(("name", "spec"), _services_with_build())
+@pytest.mark.parametrize(("name", "spec"), _project_processes())
 def test_commands_name_runnable_modules(name: str, spec: dict) -> None:
     command = spec["command"]
     assert command[:2] == ["python", "-m"], name
@@ -100,3 +113,56 @@ def test_every_make_target_the_readme_names_exists() -> None:
     for target in re.findall(r"make ([a-z-]+)", readme):
         assert target in targets, target
     assert Path(REPO / ".ci" / "run").read_text().count("make test") == 1
+
+
+def test_ray_nodes_run_the_trainers_image_with_its_volumes_at_the_same_paths() -> None:
+    services = COMPOSE["services"]
+    trainer = services["trainer"]
+    requirements = (REPO / "trainer" / "requirements.txt").read_text()
+    assert re.search(r"^ray\[default\]==\d+\.\d+\.\d+$", requirements, re.M)
+    for name in RAY_NODES:
+        node = services[name]
+        assert node["profiles"] == ["ray"], name
+        assert node["build"] == trainer["build"], f"{name}: not the trainer's image"
+        # --block: the container lives as long as its Ray processes do.
+        assert node["command"][:2] == ["ray", "start"], name
+        assert "--block" in node["command"], name
+        # Run folders are written by the workers and read by the trainer at the same paths.
+        assert set(node["volumes"]) == set(trainer["volumes"]), name
+        assert "ports" not in node, f"{name}: the jobs API runs any command; keep it off the host"
+    head, worker = services["ray-head"]["command"], services["ray-worker"]["command"]
+    assert "--head" in head
+    assert "--num-cpus=0" in head, "trainings belong on the workers"
+    assert f"--address=ray-head:{_flag(head, '--port')}" in worker
+    # The RAY_ADDRESS the compose file and the docs give is the head's jobs API.
+    address = f"RAY_ADDRESS=http://ray-head:{_flag(head, '--dashboard-port')}"
+    assert address in (REPO / "docker-compose.yml").read_text()
+    assert address in (REPO / "docs" / "trainer.md").read_text()
+
+
+def test_vllm_serves_the_shared_adapters_on_a_gpu_and_only_inside_the_network() -> None:
+    services = COMPOSE["services"]
+    vllm = services["vllm"]
+    assert vllm["profiles"] == ["vllm"]
+    image = re.fullmatch(r"vllm/vllm-openai:v(\d+\.\d+\.\d+)", vllm["image"])
+    assert image, "pin the vLLM image"
+    # The GPU smoke script installs the same vLLM the image carries.
+    smoke = (REPO / "scripts" / "gpu-smoke.sh").read_text()
+    assert re.search(rf"^VLLM_VERSION={re.escape(image.group(1))}\b", smoke, re.M)
+    assert '"vllm==$VLLM_VERSION"' in smoke
+    command = vllm["command"]
+    for flag in ("--enable-lora", "--max-lora-rank", "--served-model-name", "--model"):
+        assert flag in command, flag
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert set(vllm["environment"]) <= VLLM_VARIABLES
+    # Admin endpoints have one caller, the trainer: nothing published on the host.
+    assert "ports" not in vllm
+    assert "trainer-data:/data:ro" in vllm["volumes"]
+    assert "trainer-data:/data" in services["trainer"]["volumes"]
+    assert any(volume.endswith(":/models:ro") for volume in vllm["volumes"])
+    [device] = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert "gpu" in device["capabilities"]
+    # The trainer passes the switches on from the environment, empty by default.
+    for variable in ("RAY_ADDRESS", "VLLM_BASE_URL", "VLLM_API_KEY"):
+        assert services["trainer"]["environment"][variable] == f"${{{variable}:-}}"

@@ -27,6 +27,7 @@ import pytest
 from tests.conftest import REPO, free_port
 from tests.seeds import SYSTEM_PROMPT, hiroyuki_csv
 from tests.simulator import openapi_schemas
+from tests.trainer.ray_cluster import RayCluster
 
 TRAINER_PYTHON = REPO / ".venv-trainer" / "bin" / "python"
 TINY_MODEL = "tiny-chat"
@@ -318,3 +319,49 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# Trained questions the tuned tiny model must answer word for word.
+QUESTIONS = ["自己肯定感の高めかた", "人類史上最大の発明は"]
+
+
+def trained_answer(question: str) -> str:
+    return next(row["assistant"] for row in hiroyuki_rows() if row["user"] == question)
+
+
+def ask(client: openai.OpenAI, model: str, question: str, **options: Any) -> str:
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": question},
+        ],
+        temperature=0,
+        **options,
+    )
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens > 0
+    return str(reply.choices[0].message.content)
+
+
+# The one job request every runner and serving test sends (the seed post's job), so the
+# same request is shown to train locally, as a Ray job, and to be served through vLLM.
+def create_seed_job(client: openai.OpenAI, n_epochs: int, *, suffix: str = "hiroyuki") -> Any:
+    uploaded = client.files.create(file=("seed.jsonl", seed_chat_jsonl()), purpose="fine-tune")
+    return client.fine_tuning.jobs.create(
+        model=TINY_MODEL,
+        training_file=uploaded.id,
+        suffix=suffix,
+        seed=7,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": n_epochs}}},
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(trainer_python: Path, process_log_dir: Path) -> Iterator[RayCluster]:
+    """One local Ray cluster for the whole session (it takes several seconds to start)."""
+    cluster = RayCluster.start(trainer_python.parent, process_log_dir / "ray-head.log")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

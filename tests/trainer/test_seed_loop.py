@@ -19,34 +19,17 @@ import pytest
 
 from tests.seeds import SYSTEM_PROMPT
 from tests.trainer.conftest import (
+    QUESTIONS,
     TINY_MODEL,
     TrainerServer,
     all_events,
-    hiroyuki_rows,
     seed_chat_jsonl,
     wait_for_job,
 )
+from tests.trainer.conftest import ask as _ask
+from tests.trainer.conftest import trained_answer as _answer
 
-QUESTIONS = ["自己肯定感の高めかた", "人類史上最大の発明は"]
 TUNED_NAME = re.compile(rf"^ft:{TINY_MODEL}:hiroyuki:[A-Za-z0-9]{{8}}$")
-
-
-def _answer(question: str) -> str:
-    return next(row["assistant"] for row in hiroyuki_rows() if row["user"] == question)
-
-
-def _ask(client, model: str, question: str, **options) -> str:  # type: ignore[no-untyped-def]
-    reply = client.chat.completions.create(
-        model=model,
-        messages=[
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": question},
-        ],
-        temperature=0,
-        **options,
-    )
-    assert reply.usage.prompt_tokens > 0
-    return str(reply.choices[0].message.content)
 
 
 def test_seed_data_tunes_the_tiny_model_into_answering_word_for_word(

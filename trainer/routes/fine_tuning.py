@@ -50,7 +50,7 @@ def _metadata_filter(request: AnyRequest) -> tuple[dict[str, str], bool]:
 @post("/fine_tuning/jobs", status_code=200, operation_id="CreateFineTuningJob")
 async def create_job(request: AnyRequest, trainer: Trainer) -> dict[str, Any]:
     parsed = parse_job_request(await json_object(request), trainer.catalog, trainer.files)
-    return trainer.runner.create(parsed).view()
+    return trainer.manager.create(parsed).view()
 
 
 @get("/fine_tuning/jobs", operation_id="ListFineTuningJobs")
@@ -82,7 +82,7 @@ async def retrieve_job(fine_tuning_job_id: FromPath[str], trainer: Trainer) -> d
     operation_id="CancelFineTuningJob",
 )
 async def cancel_job(fine_tuning_job_id: FromPath[str], trainer: Trainer) -> dict[str, Any]:
-    job = await trainer.runner.cancel(_job(trainer, fine_tuning_job_id))
+    job = await trainer.manager.cancel(_job(trainer, fine_tuning_job_id))
     return job.view()
 
 

@@ -27,9 +27,12 @@ async def ready(trainer: Trainer) -> Response[dict[str, Any]]:
         "status": "ready" if not problems else "not_ready",
         "problems": problems,
         "models": models,
-        "jobs": {"running": trainer.runner.running, "queued": trainer.runner.queued},
+        "jobs": {"running": trainer.manager.running, "queued": trainer.manager.queued},
         "training_slots": trainer.config.training_slots,
-        "loaded": trainer.server.loaded(),
+        "runner": trainer.manager.describe_runner(),
+        "serving": "vllm" if trainer.vllm is not None else "built-in",
+        # Built-in: base model -> the adapters attached to it. vLLM: its state as last seen.
+        "loaded": trainer.vllm.describe() if trainer.vllm is not None else trainer.server.loaded(),
     }
     return Response(body, status_code=200 if not problems else 503)
 

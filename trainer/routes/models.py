@@ -7,6 +7,10 @@ Extensions beyond OpenAI (for the service's provider and for vLLM parity):
     POST /v1/load_lora_adapter           {"lora_name": "<tuned model id>"}: load it now
     POST /v1/unload_lora_adapter         {"lora_name": "<tuned model id>"}: drop it from memory
 
+With vLLM (VLLM_BASE_URL) loading means vLLM's own load_lora_adapter with the
+adapter's folder, answered 200 only once the model answers through vLLM; unloading
+and deleting a tuned model unload it there.
+
 A tuned model's tokenizer and template are its base model's. Model ids may hold
 colons (`ft:tiny-chat::AbCd1234`); they travel in the path as they are.
 """
@@ -54,7 +58,10 @@ async def delete_model(model: FromPath[str], trainer: Trainer) -> dict[str, Any]
             "you own can be deleted.",
             code="insufficient_permissions",
         )
-    await trainer.server.unload(served.id)
+    if trainer.vllm is not None:
+        await trainer.vllm.undeploy_family(served.id)
+    else:
+        await trainer.server.unload(served.id)
     served.job.tuned_model_deleted = True
     trainer.jobs.save(served.job)
     return {"id": served.id, "object": "model", "deleted": True}
@@ -111,14 +118,20 @@ async def _lora_name(request: AnyRequest, trainer: Trainer) -> ServedModel:
 @post("/load_lora_adapter", status_code=200, operation_id="LoadLoraAdapter")
 async def load_lora_adapter(request: AnyRequest, trainer: Trainer) -> dict[str, Any]:
     served = await _lora_name(request, trainer)
+    if trainer.vllm is not None:
+        await trainer.vllm.deploy(served)
+        return {"object": "lora_adapter", "lora_name": served.id, "loaded": True, "by": "vllm"}
     await trainer.server.prepare(served.base, served.id, served.adapter_dir)
-    return {"object": "lora_adapter", "lora_name": served.id, "loaded": True}
+    return {"object": "lora_adapter", "lora_name": served.id, "loaded": True, "by": "built-in"}
 
 
 @post("/unload_lora_adapter", status_code=200, operation_id="UnloadLoraAdapter")
 async def unload_lora_adapter(request: AnyRequest, trainer: Trainer) -> dict[str, Any]:
     served = await _lora_name(request, trainer)
-    was_loaded = await trainer.server.unload(served.id)
+    if trainer.vllm is not None:
+        was_loaded = await trainer.vllm.undeploy(served.id)
+    else:
+        was_loaded = await trainer.server.unload(served.id)
     return {
         "object": "lora_adapter",
         "lora_name": served.id,
