@@ -12,6 +12,8 @@ With no SERVICE_API_KEYS it runs with AUTH_DISABLED=true (one tenant); jobs'
 own webhook_url deliveries are then signed with WEBHOOK_SIGNING_SECRET, made
 once and kept in .var/webhook-signing-secret. Private webhook targets are
 allowed (a receiver on this machine) unless WEBHOOK_ALLOW_PRIVATE_NETWORKS is set.
+DEV_VAR_DIR moves .var; DEV_TRAINER=0 leaves the trainer out; SIMULATOR_JOB_SECONDS,
+and the *_PORT variables (PORT, DEV_REDIS_PORT, SIMULATOR_PORT, TRAINER_PORT) tune it.
 
 Each child runs in its own process group; on Ctrl-C, SIGTERM, or any child
 exiting, every group gets SIGTERM, then SIGKILL after a grace period, so
@@ -39,11 +41,12 @@ sys.path.insert(0, str(ROOT))  # the project is not installed as a package
 
 from service.settings import DEFAULT_FINE_TUNABLE_MODELS  # noqa: E402
 
-VAR = ROOT / ".var"
+# Everything make dev keeps between runs (DEV_VAR_DIR moves it, for tests).
+VAR = Path(os.environ.get("DEV_VAR_DIR") or ROOT / ".var")
 GRACE_SECONDS = 12
 TRAINER_PYTHON = ROOT / ".venv-trainer" / "bin" / "python"
 TINY_MODEL = "tiny-chat"
-SEED_CSV = ROOT / "tests" / "unit" / "data" / "hiroyuki.csv"
+SEED_CSV = ROOT / "docs" / "examples" / "hiroyuki.csv"
 SEED_SYSTEM_PROMPT = "西村ひろゆきBot"
 
 
@@ -190,6 +193,9 @@ def start_simulator(supervisor: Supervisor, env: dict[str, str]) -> str | None:
 
 def start_trainer(supervisor: Supervisor, env: dict[str, str]) -> str | None:
     """The self-hosted trainer, when its environment is installed (make install)."""
+    if os.environ.get("DEV_TRAINER", "").lower() in ("0", "false", "no"):
+        say("DEV_TRAINER=0: running without the trainer")
+        return None
     if not TRAINER_PYTHON.exists():
         say("no .venv-trainer (make install builds it): running without the trainer")
         return None

@@ -1,4 +1,4 @@
-"""The seed posts' data, read from ../shared/seeds (copied to tests/unit/data when absent)."""
+"""The seed posts' data, from docs/examples (copied there from ../shared/seeds)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tiktoken
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"
-LOCAL = REPO / "tests" / "unit" / "data"
+LOCAL = REPO / "docs" / "examples"
 SYSTEM_PROMPT = "西村ひろゆきBot"
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import tiktoken
 
-DATA = Path(__file__).parent / "data"
+# The seed posts' files, kept where the README's walkthrough uses them.
+DATA = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
 def cookbook_count(messages: list[dict[str, Any]], encoding_name: str = "o200k_base") -> int:
