@@ -74,6 +74,18 @@ class EstimateView(BaseModel):
     price_table_as_of: str
 
 
+class DatasetProgress(BaseModel):
+    """How far the worker has read a dataset it validates in the background."""
+
+    bytes_done: int
+    bytes_total: int
+    examples_done: int
+    percent: float
+    estimated_finish: str | None = Field(
+        description="When validation should end at the pace so far (ISO 8601)"
+    )
+
+
 class Dataset(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
@@ -96,6 +108,9 @@ class Dataset(BaseModel):
     role: Literal["training", "validation"]
     validation_dataset_id: str | None
     training_dataset_id: str | None
+    progress: DatasetProgress | None = Field(
+        description="While status is validating: bytes and examples done, and an estimated end"
+    )
     created_at: str
 
 
@@ -152,6 +167,11 @@ def public_dataset(record: DatasetRecord) -> Dataset:
         role=record.role,
         validation_dataset_id=record.validation_dataset_id,
         training_dataset_id=record.training_dataset_id,
+        progress=(
+            DatasetProgress(**record.progress.model_dump())
+            if record.progress and record.status == "validating"
+            else None
+        ),
         created_at=record.created_at,
     )
 

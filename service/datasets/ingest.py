@@ -20,7 +20,7 @@ import os
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
@@ -110,6 +110,9 @@ class IngestOptions:
     workbook_limits: WorkbookLimits = field(default_factory=WorkbookLimits)
     # time.monotonic() after which validation gives up with a `validation_timeout` error.
     deadline: float | None = None
+    # Told how far reading has come: (bytes read, bytes in all, examples so far), at
+    # most every PROGRESS_EVERY_SECONDS; called from the thread that ingests.
+    progress: Callable[[int, int, int], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", "jsonl", "csv", "tsv", "json", "xlsx"):
@@ -274,12 +277,53 @@ class _PastDeadline(Exception):
     pass
 
 
+PROGRESS_EVERY_SECONDS = 0.5
+
+
+class _Meter:
+    """Counts the bytes read from a source and reports progress, throttled."""
+
+    def __init__(
+        self,
+        raw: IO[bytes],
+        total: int,
+        report: Callable[[int, int, int], None] | None,
+    ) -> None:
+        self._raw = raw
+        self.total = total
+        self.done = 0
+        self._report = report
+        self._last = 0.0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.done += len(data)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = next(self._raw)
+        self.done += len(line)
+        return line
+
+    def tick(self, examples: int, *, final: bool = False) -> None:
+        if self._report is None:
+            return
+        now = time.monotonic()
+        if final or now - self._last >= PROGRESS_EVERY_SECONDS:
+            self._last = now
+            self._report(min(self.done, self.total), self.total, examples)
+
+
 def _run_chunks(
     works: Iterator[LinesChunk | RecordsChunk],
     context: ChunkContext,
     assembler: _Assembler,
     executor: Executor | None,
     deadline: float | None = None,
+    meter: _Meter | None = None,
 ) -> None:
     """Process every chunk, in the executor when given, merging results in order.
 
@@ -302,6 +346,8 @@ def _run_chunks(
             assembler.add(in_flight.popleft().result(timeout=remaining()))
         except FutureTimeout:
             raise _PastDeadline from None
+        if meter is not None:
+            meter.tick(assembler.example_count)
 
     try:
         try:
@@ -309,6 +355,8 @@ def _run_chunks(
                 remaining()
                 if executor is None:
                     assembler.add(process_chunk(work, context))
+                    if meter is not None:
+                        meter.tick(assembler.example_count)
                 else:
                     in_flight.append(executor.submit(process_chunk, work, context))
                     while len(in_flight) >= limit and not assembler.stopped:
@@ -346,7 +394,7 @@ def _run_chunks(
             future.cancel()
 
 
-def _jsonl_chunks(handle: IO[bytes], chunk_bytes: int, hasher: Any) -> Iterator[LinesChunk]:
+def _jsonl_chunks(handle: _Meter, chunk_bytes: int, hasher: Any) -> Iterator[LinesChunk]:
     """Whole lines, about chunk_bytes at a time; a longer line makes a longer chunk."""
     line = 1
     carry = b""
@@ -368,13 +416,13 @@ def _jsonl_chunks(handle: IO[bytes], chunk_bytes: int, hasher: Any) -> Iterator[
         yield LinesChunk(line, carry)
 
 
-def _hashed_blocks(handle: IO[bytes], size: int, hasher: Any) -> Iterator[bytes]:
+def _hashed_blocks(handle: _Meter, size: int, hasher: Any) -> Iterator[bytes]:
     while block := handle.read(size):
         hasher.update(block)
         yield block
 
 
-def _json_array_chunks(handle: IO[bytes], chunk_bytes: int, hasher: Any) -> Iterator[RecordsChunk]:
+def _json_array_chunks(handle: _Meter, chunk_bytes: int, hasher: Any) -> Iterator[RecordsChunk]:
     records: list[tuple[int, object]] = []
     size = 0
     text = decode_utf8_stream(_hashed_blocks(handle, TEXT_BLOCK_BYTES, hasher))
@@ -429,8 +477,11 @@ def _ingest_workbook(
         except UnreadableWorkbook as exc:
             assembler.fail(exc.issue)
             return
-        works = _table_chunks(read_rows(rows_file), options.conversion, options.chunk_bytes)
-        _run_chunks(works, context, assembler, executor, options.deadline)
+        with rows_file.open("rb") as handle:
+            meter = _Meter(handle, rows_file.stat().st_size, options.progress)
+            rows = _table_chunks(read_rows(meter), options.conversion, options.chunk_bytes)
+            _run_chunks(rows, context, assembler, executor, options.deadline, meter)
+            meter.tick(assembler.example_count, final=True)
     finally:
         rows_file.unlink(missing_ok=True)
 
@@ -589,17 +640,19 @@ def ingest_file(
                 return _finish(
                     assembler, options, source_format, source_bytes, _file_sha256(source)
                 )
-            with source.open("rb") as handle:
+            with source.open("rb") as raw:
+                meter = _Meter(raw, source_bytes, options.progress)
                 works: Iterator[LinesChunk | RecordsChunk]
                 if source_format == "jsonl":
-                    works = _jsonl_chunks(handle, options.chunk_bytes, hasher)
+                    works = _jsonl_chunks(meter, options.chunk_bytes, hasher)
                 elif source_format == "json":
-                    works = _json_array_chunks(handle, options.chunk_bytes, hasher)
+                    works = _json_array_chunks(meter, options.chunk_bytes, hasher)
                 else:
                     delimiter = "\t" if source_format == "tsv" else ","
-                    rows = iter_delimited_rows(handle, delimiter)
+                    rows = iter_delimited_rows(meter, delimiter)
                     works = _table_chunks(rows, options.conversion, options.chunk_bytes)
-                _run_chunks(works, context, assembler, run_in, options.deadline)
+                _run_chunks(works, context, assembler, run_in, options.deadline, meter)
+                meter.tick(assembler.example_count, final=True)
             digest = (
                 _file_sha256(source)
                 if source_format in ("csv", "tsv") or assembler.stopped

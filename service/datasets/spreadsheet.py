@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,12 +146,11 @@ def extract_rows(
     )
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """The rows `extract_rows` wrote, as (row number, cell texts)."""
-    with path.open("rb") as handle:
-        for raw in handle:
-            number, cells = json.loads(raw)
-            yield int(number), cells
+def read_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, list[str]]]:
+    """The rows `extract_rows` wrote (the lines of its file), as (row number, cell texts)."""
+    for raw in lines:
+        number, cells = json.loads(raw)
+        yield int(number), cells
 
 
 def _write_rows(source: Path, dest: Path) -> None:

@@ -15,8 +15,11 @@ The uploaded original is removed once the dataset reaches its final state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from service import tasks
@@ -29,8 +32,8 @@ from service.datasets.creation import (
     issues,
 )
 from service.domain.datasets import issues as codes
-from service.domain.records import Dataset, DatasetIssueRecord
-from service.domain.stamps import now_iso
+from service.domain.records import Dataset, DatasetIssueRecord, DatasetProgress
+from service.domain.stamps import iso_from_unix, now_iso
 from service.resources import Resources
 from service.store.datasets import VALIDATING
 from service.store.records import RecordGone
@@ -38,9 +41,38 @@ from service.store.records import RecordGone
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+PROGRESS_WRITE_SECONDS = 1.0
 # The queue stops a validation task this long after its own limit: time to record
 # the verdict (the limit itself is enforced here, between chunks of the file).
 VERDICT_MARGIN_SECONDS = 30.0
+
+
+@dataclass
+class _Progress:
+    """What the ingesting thread reported last; read by the task that writes it."""
+
+    started: float
+    bytes_done: int = 0
+    bytes_total: int = 0
+    examples_done: int = 0
+
+    def update(self, done: int, total: int, examples: int) -> None:
+        self.bytes_done, self.bytes_total, self.examples_done = done, total, examples
+
+    def view(self) -> DatasetProgress | None:
+        if not self.bytes_total:
+            return None
+        fraction = self.bytes_done / self.bytes_total
+        elapsed = time.time() - self.started
+        # The pace so far, carried to the end of the file.
+        finish = self.started + elapsed / fraction if fraction > 0 else None
+        return DatasetProgress(
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
+            examples_done=self.examples_done,
+            percent=round(100 * fraction, 1),
+            estimated_finish=iso_from_unix(finish),
+        )
 
 
 def _count_attempt(record: Dataset) -> Dataset | None:
@@ -94,9 +126,12 @@ class DatasetValidation:
         creation = DatasetCreation(self.resources)
         form = DatasetRequest.model_validate(record.request | {"default_model": record.model})
         upload = Upload(path=source, filename=record.filename, size=source.stat().st_size)
+        meter = _Progress(time.time())
+        reporter = asyncio.create_task(self._report(dataset_id, meter))
         try:
             spec = await self.resources.providers.spec(form.target_model)
             options = ingest_options(form, spec, self.resources.settings, deadline=deadline)
+            options = replace(options, progress=meter.update)
             with self.blobs.scratch_file(".jsonl") as dest:
                 report = await creation.run_ingest(options, dest, upload=upload)
                 if not report.ok:
@@ -120,6 +155,10 @@ class DatasetValidation:
             return await self._mark_invalid(
                 dataset_id, refused.extra.get("errors", []), refused.detail
             )
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
         records[0].created_at = record.created_at
         verdict = await self.store.finish_validation(dataset_id, records)
         if verdict == "deleted":
@@ -138,6 +177,27 @@ class DatasetValidation:
         )
         return "ready"
 
+    async def _report(self, dataset_id: str, meter: _Progress) -> None:
+        """Write how far the validation has come, every PROGRESS_WRITE_SECONDS."""
+        written: DatasetProgress | None = None
+        while True:
+            await asyncio.sleep(PROGRESS_WRITE_SECONDS)
+            view = meter.view()
+            if view is None or view == written:
+                continue
+
+            def change(record: Dataset, view: DatasetProgress = view) -> Dataset | None:
+                if record.status != VALIDATING:
+                    return None
+                record.progress = view
+                return record
+
+            try:
+                await self.store.update(dataset_id, change)
+            except RecordGone:
+                return
+            written = view
+
     async def _fail(self, dataset_id: str, code: str, message: str) -> str:
         found = [{"line": None, "path": None, "code": code, "message": message}]
         return await self._mark_invalid(dataset_id, found, message)
@@ -155,6 +215,7 @@ class DatasetValidation:
             if record.status != VALIDATING:
                 return None
             record.status = "invalid"
+            record.progress = None
             record.errors = [DatasetIssueRecord(**e) for e in errors]
             record.error_total = total if total is not None else max(1, len(errors))
             record.invalid_reason = detail

@@ -23,7 +23,7 @@ from service.domain.stamps import iso_from_unix, new_id, now_iso
 from service.errors import Conflict, InvalidContent
 
 if TYPE_CHECKING:
-    from service.domain.records import Job, JobEvent
+    from service.domain.records import Job, JobEvent, JobProgress
 
 
 class JobStatus(StrEnum):
@@ -325,6 +325,7 @@ def observe(job: Job, remote: RemoteJob, events: Sequence[RemoteEvent], step: St
     if events:
         job.event_cursor = events[-1].id
         step.entries += [provider_entry(job.id, event) for event in events]
+    follow_progress(job, remote, events)
     target = MIRRORED.get(remote.status)
     if target is None:
         return
@@ -338,6 +339,56 @@ def observe(job: Job, remote: RemoteJob, events: Sequence[RemoteEvent], step: St
             job.finished_at = iso_from_unix(remote.finished_at)
         step.entries.append(entry)
         step.changed = True
+
+
+def follow_progress(job: Job, remote: RemoteJob, events: Sequence[RemoteEvent]) -> None:
+    """Step, total steps, percent and finish estimate, from the latest metrics events.
+
+    The total is the provider's when its events say it, else our own estimate.
+    The finish is the provider's `estimated_finish` when it gives one, else the
+    pace between the first step seen and the latest, carried to the total.
+    """
+    from service.domain.records import JobProgress
+
+    steps = [e for e in events if e.type == "metrics" and _whole(e.data.get("step")) is not None]
+    if job.progress is None and not steps and remote.status != "running":
+        return
+    progress = job.progress or JobProgress(step=0, total_steps=job.estimated_steps)
+    for event in steps:
+        number = int(event.data["step"])
+        total = _whole(event.data.get("total_steps"))
+        if total:
+            progress.total_steps = total
+        if progress.origin_at is None:
+            progress.origin_step, progress.origin_at = number, event.created_at
+        progress.step = number
+        progress.estimated_finish = _paced_finish(progress, event.created_at)
+    if progress.total_steps:
+        if remote.status == "succeeded":
+            progress.step = progress.total_steps
+        progress.step = min(progress.step, progress.total_steps)
+        progress.percent = round(100 * progress.step / progress.total_steps, 1)
+    if remote.status != "running":
+        progress.estimated_finish = None
+    elif remote.estimated_finish:
+        progress.estimated_finish = iso_from_unix(remote.estimated_finish)
+    job.progress = progress
+
+
+def _whole(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _paced_finish(progress: JobProgress, now: int) -> str | None:
+    if not progress.total_steps or progress.origin_at is None or progress.origin_step is None:
+        return None
+    done = progress.step - progress.origin_step
+    elapsed = now - progress.origin_at
+    if done <= 0 or elapsed <= 0:
+        return None
+    return iso_from_unix(now + (progress.total_steps - progress.step) * elapsed / done)
 
 
 def deployed(job: Job, step: Step) -> None:

@@ -45,6 +45,13 @@ def default_batch_size(example_count: int) -> int:
     return max(1, min(MAX_BATCH_SIZE, math.ceil(example_count * AUTO_BATCH_FRACTION)))
 
 
+def training_steps(example_count: int, n_epochs: int | None, batch_size: int | None) -> int:
+    """Optimizer steps of a job: batches per epoch times epochs (None means "auto")."""
+    epochs = n_epochs if n_epochs is not None else default_epochs(example_count)
+    batch = batch_size if batch_size is not None else default_batch_size(example_count)
+    return math.ceil(example_count / batch) * epochs
+
+
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """What a training job on this dataset would cost, before anything is spent."""
@@ -84,7 +91,7 @@ def estimate_training(
         raise ValueError("batch_size must be at least 1")
     epochs = n_epochs if n_epochs is not None else default_epochs(example_count)
     batch = batch_size if batch_size is not None else default_batch_size(example_count)
-    steps = math.ceil(example_count / batch) * epochs
+    steps = training_steps(example_count, epochs, batch)
     billed = epochs * billed_tokens_per_epoch
     price = spec.price
     cost = None if price is None else round(billed / 1_000_000 * price.training_per_million, 6)

@@ -42,6 +42,14 @@ class DatasetIssueRecord(BaseModel):
     message: str
 
 
+class DatasetProgress(BaseModel):
+    bytes_done: int
+    bytes_total: int
+    examples_done: int
+    percent: float
+    estimated_finish: str | None = None
+
+
 class Dataset(Record):
     name: str
     status: DatasetStatus
@@ -67,6 +75,8 @@ class Dataset(Record):
     training_dataset_id: str | None = None
     invalid_reason: str | None = None
     validation_attempts: int = 0
+    # While the worker validates: how far it has read.
+    progress: DatasetProgress | None = None
     updated_at: str | None = None
 
 
@@ -93,6 +103,19 @@ class Upstream(BaseModel):
     create_attempted: bool = False
 
 
+class JobProgress(BaseModel):
+    """How far training has come, from the provider's metrics events."""
+
+    step: int
+    total_steps: int | None = None
+    percent: float | None = None
+    estimated_finish: str | None = None
+    # The first step seen and when (unix seconds): the pace that extrapolates the
+    # finish when the provider gives no estimate of its own.
+    origin_step: int | None = None
+    origin_at: int | None = None
+
+
 class Job(Record):
     status: JobStatus
     dataset_id: str
@@ -110,6 +133,10 @@ class Job(Record):
     error: JobError | None = None
     trained_tokens: int | None = None
     estimated_finish: str | None = None
+    # Steps the job should take by our own estimate (examples, epochs, batch size);
+    # used when the provider does not say its total.
+    estimated_steps: int | None = None
+    progress: JobProgress | None = None
     cancel_requested: bool = False
     requested_action: Literal["cancel", "pause", "resume"] | None = None
     upstream: Upstream = Field(default_factory=Upstream)

@@ -24,6 +24,7 @@ from service.domain.jobs import (
     service_event,
     training_method,
 )
+from service.domain.pricing import training_steps
 from service.domain.records import Dataset, Job
 from service.domain.stamps import new_id, now_iso
 from service.errors import Conflict, InvalidContent
@@ -46,6 +47,13 @@ class NewJob:
     webhook_url: str | None = None
     # Provider-specific training options (the trainer's LoRA settings), passed through.
     provider_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _count(value: object) -> int | None:
+    """A hyperparameter that is a whole positive number, or None ("auto", absent)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return None
 
 
 def _ready(dataset: Dataset, what: str) -> None:
@@ -107,6 +115,7 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
             },
         )
     method = training_method(request.method, request.hyperparameters, dataset.kind or "chat")
+    hyper = method[method["type"]]["hyperparameters"]
     metadata = check_metadata(request.metadata)
     suffix = check_suffix(request.suffix)
     webhook_url = None
@@ -137,6 +146,11 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
         metadata=metadata,
         provider_options=dict(request.provider_options),
         webhook_url=webhook_url,
+        estimated_steps=training_steps(
+            dataset.example_count or 0,
+            _count(hyper.get("n_epochs")),
+            _count(hyper.get("batch_size")),
+        ),
         created_at=now,
         updated_at=now,
     )

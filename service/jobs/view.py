@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.domain.jobs import JobStatus
 from service.domain.records import Job as JobRecord
@@ -23,6 +23,19 @@ class ProviderState(BaseModel):
     status: str | None = None
     training_file_id: str | None = None
     validation_file_id: str | None = None
+
+
+class JobProgress(BaseModel):
+    """How far training has come, from the provider's metrics events."""
+
+    step: int
+    total_steps: int | None = Field(
+        description="The provider's total when its events say it, else the service's estimate"
+    )
+    percent: float | None
+    estimated_finish: str | None = Field(
+        description="The provider's estimate, else the pace so far carried to the last step"
+    )
 
 
 class Job(BaseModel):
@@ -43,6 +56,7 @@ class Job(BaseModel):
     error: JobError | None
     trained_tokens: int | None
     estimated_finish: str | None
+    progress: JobProgress | None
     cancel_requested: bool
     provider: ProviderState
     created_at: str
@@ -68,6 +82,16 @@ def public_job(job: JobRecord) -> Job:
         error=JobError(**job.error.model_dump()) if job.error else None,
         trained_tokens=job.trained_tokens,
         estimated_finish=job.estimated_finish,
+        progress=(
+            JobProgress(
+                step=job.progress.step,
+                total_steps=job.progress.total_steps,
+                percent=job.progress.percent,
+                estimated_finish=job.progress.estimated_finish,
+            )
+            if job.progress
+            else None
+        ),
         cancel_requested=job.cancel_requested,
         provider=ProviderState(
             name=job.provider,

@@ -170,6 +170,13 @@ async function loadJobs() {
 
 // ---- one job ----
 
+function progressText(progress) {
+  const total = progress.total_steps ? ` of ${count(progress.total_steps)}` : "";
+  const percent = progress.percent != null ? ` (${progress.percent}%)` : "";
+  const finish = progress.estimated_finish ? [" · ends about ", when(progress.estimated_finish)] : "";
+  return [`Step ${count(progress.step)}${total}${percent}`, finish];
+}
+
 function facts(job) {
   const rows = [
     ["Status", [statusBadge(job.status), job.cancel_requested && !isTerminal(job.status) ? " (cancel requested)" : null]],
@@ -182,6 +189,7 @@ function facts(job) {
   ];
   if (job.suffix) rows.push(["Suffix", job.suffix]);
   if (job.trained_tokens) rows.push(["Trained tokens", count(job.trained_tokens)]);
+  if (job.progress && !isTerminal(job.status)) rows.push(["Progress", progressText(job.progress)]);
   if (job.validation_dataset_id) rows.push(["Validation dataset", h("code", {}, job.validation_dataset_id)]);
   return h(
     "div",
