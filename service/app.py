@@ -30,6 +30,10 @@ from service.api.problems import exception_handlers
 from service.api.webhooks import WebhookController
 from service.console.routes import ConsoleController
 from service.datasets.removal import sweep_at_start
+from service.facade import errors as facade_errors
+from service.facade.routes import PREFIX as FACADE_PREFIX
+from service.facade.routes import TAG as FACADE_TAG
+from service.facade.routes import facade_router
 from service.logs import register_settings_secrets
 from service.providers.base import ProviderError
 from service.resources import ingest_pool, open_resources
@@ -68,6 +72,11 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="Models", description="What can be trained where, and your tuned models"),
             Tag(name="Webhooks", description="Signed notifications about jobs"),
             Tag(name="Health", description="Liveness and readiness"),
+            Tag(
+                name=FACADE_TAG,
+                description="The same work in OpenAI's API shape: point the OpenAI SDK's "
+                "base_url at <service>/v1 (files, fine_tuning.jobs, models, chat.completions)",
+            ),
         ],
         # The UI's files come from the installed swagger-ui-py package, not a CDN, so
         # /docs works on a machine without internet.
@@ -117,13 +126,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhookController,
             ConsoleController,
             DocsAssetsController,
+            facade_router(),
         ],
         lifespan=[lifespan],
         dependencies={
             "tenant": Provide(provide_tenant),
             "resources": Provide(provide_resources, sync_to_thread=False),
         },
-        exception_handlers=exception_handlers(),
+        exception_handlers=exception_handlers(
+            dialects={FACADE_PREFIX + "/": facade_errors.exception_handlers()}
+        ),
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_json_body_bytes,
         logging_config=None,

@@ -13,7 +13,6 @@ import functools
 import logging
 import os
 import secrets
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -181,19 +180,30 @@ async def close_worker(worker: Worker) -> None:
     """Stop a worker and release its Redis pool.
 
     arq's own `Worker.close()` calls redis-py's deprecated `close()`; this does
-    the same steps with `aclose()` so shutdown stays warning-free.
+    the same steps with `aclose()` so shutdown stays warning-free. It also ends
+    arq's loop at its next poll rather than cancelling it: a cancellation that
+    lands while redis-py un-WATCHes a pipeline leaves that pipeline holding a
+    connection, which the garbage collector later reports as unclosed.
     """
-    if worker.main_task is not None and not worker.main_task.done():
-        worker.handle_sig(signal.SIGTERM)
-    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-    # arq's main loop can swallow one cancellation (it catches it inside its poll
-    # step), so keep cancelling until it has really stopped.
-    while worker.main_task is not None and not worker.main_task.done():
-        worker.main_task.cancel()
-        await asyncio.wait({worker.main_task}, timeout=0.5)
-    if worker.main_task is not None:
+    main = worker.main_task
+    worker.allow_pick_jobs = False
+    running = [task for task in worker.tasks.values() if not task.done()]
+    logger.info("worker stopping", extra={"tasks_cancelled": len(running)})
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    if main is not None and not main.done():
+        # Burst mode with a budget of zero jobs returns from the loop after the
+        # current iteration; cancelling stays the fallback for a stuck loop.
+        worker.burst = True
+        worker.max_burst_jobs = 0
+        await asyncio.wait({main}, timeout=max(5.0, 4 * worker.poll_delay_s))
+        while not main.done():
+            main.cancel()
+            await asyncio.wait({main}, timeout=0.5)
+    if main is not None:
         try:
-            await worker.main_task
+            await main
         except asyncio.CancelledError:
             pass
         except (RedisError, OSError) as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Response, post
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.api.auth import Injected, Tenant
 from service.api.openapi_docs import ChatCompletionOperation, example_body
 from service.api.problems import problems, status_of
+from service.chat.relay import complete_bytes, open_stream
 from service.chat.targets import Target, job_targets, model_target
 from service.errors import (
     MalformedRequest,
@@ -29,7 +29,7 @@ from service.errors import (
     UpstreamFailed,
     UpstreamTimedOut,
 )
-from service.providers.base import Provider, ProviderError
+from service.providers.base import ProviderError
 
 
 class ChatMessage(BaseModel):
@@ -181,30 +181,6 @@ def _upstream_body(options: ChatOptions, model: str, messages: list[ChatMessage]
     return body
 
 
-async def _stream(provider: Provider, body: dict[str, Any]) -> AsyncIterator[bytes]:
-    """Open the upstream stream before answering, so an upstream refusal is a problem
-    response rather than a broken 200. Closing this generator (a client that went
-    away) closes the upstream request."""
-    chunks = provider.chat_stream({**body, "stream_options": {"include_usage": True}})
-    try:
-        first = await chunks.__anext__()
-    except StopAsyncIteration:
-        first = b""
-    except ProviderError as exc:
-        raise upstream_to_service_error(exc) from None
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            if first:
-                yield first
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-
-    return relay()
-
-
 class ChatController(Controller):
     path = "/chat"
     tags = ["Chat"]
@@ -237,14 +213,18 @@ class ChatController(Controller):
         provider, model = target.provider, target.model
         body = _upstream_body(data, model, data.messages)
         if data.stream:
-            relay = await _stream(provider, body)
+            try:
+                usage = {"stream_options": {"include_usage": True}}
+                relay = await open_stream(provider, body | usage)
+            except ProviderError as exc:
+                raise upstream_to_service_error(exc) from None
             return Stream(
                 relay,
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            completion = await provider.chat_bytes(body)
+            completion = await complete_bytes(provider, body)
         except ProviderError as exc:
             raise upstream_to_service_error(exc) from None
         return Response(completion, status_code=200, media_type="application/json")

@@ -26,17 +26,12 @@ from service.api.links import location
 from service.api.openapi_docs import DatasetUploadOperation
 from service.api.pagination import MAX_LIMIT, ListResponse
 from service.api.problems import problems
-from service.api.uploads import receive_upload
+from service.api.uploads import receive_upload, upload_slot
 from service.datasets.creation import DatasetCreation, DatasetRequest, Upload
 from service.datasets.ingest import IngestReport
 from service.datasets.removal import delete_dataset
 from service.domain.records import Dataset as DatasetRecord
-from service.domain.stamps import new_id
-from service.errors import Conflict, MalformedRequest, RateLimited, TooLarge
-from service.store.slots import Slots
-
-# An upload's slot outlives its body deadline by this much (conversion, then storing).
-UPLOAD_SLOT_SPARE_SECONDS = 300.0
+from service.errors import Conflict, MalformedRequest, TooLarge
 
 
 class DatasetIssue(BaseModel):
@@ -266,23 +261,8 @@ class DatasetController(Controller):
         *,
         dry_run: bool,
     ) -> Response[Any]:
-        settings = resources.settings
-        slots = Slots(
-            resources.redis,
-            resources.keys.upload_slots(tenant),
-            limit=settings.upload_concurrency_per_tenant,
-            ttl=settings.upload_timeout_seconds + UPLOAD_SLOT_SPARE_SECONDS,
-        )
-        holder = new_id("upl")
-        if not await slots.take(holder):
-            raise RateLimited(
-                f"This tenant already has {settings.upload_concurrency_per_tenant} uploads in "
-                "progress; wait for one to finish",
-                code="too_many_uploads",
-                retry_after=5,
-            )
         creation = DatasetCreation(resources)
-        try:
+        async with upload_slot(resources, tenant):
             with resources.blobs.scratch_file(".upload") as scratch:
                 body = await self._read_body(request, creation, scratch)
                 if dry_run:
@@ -302,8 +282,6 @@ class DatasetController(Controller):
                     )
 
                 return await run_once(request, resources, tenant, body.fingerprint, produce)
-        finally:
-            await slots.release(holder)
 
     @post(
         "/",

@@ -126,6 +126,33 @@ class DatasetUploadOperation(Operation):
         )
 
 
+FILE_UPLOAD = Schema(
+    title="FileUpload",
+    type=OpenAPIType.OBJECT,
+    required=["file", "purpose"],
+    properties={
+        "file": Schema(
+            type=_STRING,
+            format=OpenAPIFormat.BINARY,
+            description="JSONL training data, one JSON object per line",
+        ),
+        "purpose": Schema(type=_STRING, enum=["fine-tune"]),
+    },
+)
+
+
+@dataclass
+class FileUploadOperation(Operation):
+    """`POST /v1/files`: OpenAI's multipart file upload."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="A multipart upload with a `file` part and `purpose=fine-tune`",
+            content={"multipart/form-data": OpenAPIMediaType(schema=FILE_UPLOAD)},
+        )
+
+
 OPENAI_EVENT = Schema(
     title="OpenAIWebhookEvent",
     type=OpenAPIType.OBJECT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -19,7 +20,6 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.types import ExceptionHandlersMap
 from redis.exceptions import RedisError
 
 from service.errors import (
@@ -212,14 +212,36 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
     )
 
 
-def exception_handlers() -> ExceptionHandlersMap:
-    return {
+Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
+
+
+def exception_handlers(dialects: dict[str, dict[type[Exception], Handler]] | None = None) -> Any:
+    """The problem-document handlers; a request under one of `dialects`' path prefixes
+    is answered by that dialect's handlers instead (the OpenAI-shaped /v1)."""
+    native: dict[type[Exception], Handler] = {
         ServiceError: _service_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
         RedisError: _redis_down,
         Exception: _unexpected,
     }
+    if not dialects:
+        return native
+    chosen = dialects
+
+    def dispatch(kind: type[Exception]) -> Handler:
+        def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+            path = request.url.path
+            for prefix, handlers in chosen.items():
+                if path == prefix.rstrip("/") or path.startswith(prefix):
+                    for candidate in type(exc).__mro__:
+                        if candidate in handlers:
+                            return handlers[candidate](request, exc)
+            return native[kind](request, exc)
+
+        return handle
+
+    return {kind: dispatch(kind) for kind in native}
 
 
 def problem_spec(description: str, example_status: int, example_detail: str) -> ResponseSpec:

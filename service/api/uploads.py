@@ -10,16 +10,52 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from service.errors import MalformedRequest, ServiceError, TooLarge, UnsupportedFormat
+from service.domain.stamps import new_id
+from service.errors import (
+    MalformedRequest,
+    RateLimited,
+    ServiceError,
+    TooLarge,
+    UnsupportedFormat,
+)
+from service.resources import Resources
+from service.store.slots import Slots
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
+# An upload's slot outlives its body deadline by this much (conversion, then storing).
+UPLOAD_SLOT_SPARE_SECONDS = 300.0
+
+
+@asynccontextmanager
+async def upload_slot(resources: Resources, tenant: str) -> AsyncIterator[None]:
+    """Hold one of the tenant's concurrent-upload slots (429 when all are taken)."""
+    settings = resources.settings
+    slots = Slots(
+        resources.redis,
+        resources.keys.upload_slots(tenant),
+        limit=settings.upload_concurrency_per_tenant,
+        ttl=settings.upload_timeout_seconds + UPLOAD_SLOT_SPARE_SECONDS,
+    )
+    holder = new_id("upl")
+    if not await slots.take(holder):
+        raise RateLimited(
+            f"This tenant already has {settings.upload_concurrency_per_tenant} uploads in "
+            "progress; wait for one to finish",
+            code="too_many_uploads",
+            retry_after=5,
+        )
+    try:
+        yield
+    finally:
+        await slots.release(holder)
 
 
 @dataclass

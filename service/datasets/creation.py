@@ -35,6 +35,7 @@ from service.datasets.ingest import (
 )
 from service.datasets.spreadsheet import WorkbookLimits
 from service.domain.catalog import ModelSpec
+from service.domain.datasets import issues as codes
 from service.domain.datasets.issues import Issue
 from service.domain.datasets.stats import summarize_tokens
 from service.domain.pricing import estimate_training
@@ -114,6 +115,28 @@ def ingest_options(
     )
 
 
+# What makes an upload "not JSONL of objects": refused at once even under file rules.
+UNREADABLE = frozenset(
+    {
+        codes.INVALID_JSON,
+        codes.DATA_TYPE,
+        codes.ENCODING,
+        codes.EMPTY_FILE,
+        codes.TOO_DEEPLY_NESTED,
+        codes.FILE_TOO_LARGE,
+    }
+)
+
+
+def unreadable(report: IngestReport) -> bool:
+    return any(code in UNREADABLE for code in report.error_totals)
+
+
+def file_minimum(as_file: bool) -> int | None:
+    """Under file rules the example minimum is the job's to enforce (None: the model's)."""
+    return 0 if as_file else None
+
+
 def issues(items: list[Issue]) -> list[dict[str, Any]]:
     return [{"line": i.line, "path": i.path, "code": i.code, "message": i.message} for i in items]
 
@@ -189,33 +212,70 @@ class DatasetCreation:
         *,
         upload: Upload | None = None,
         examples: list[dict[str, Any]] | None = None,
+        as_file: bool = False,
     ) -> tuple[Dataset, bool]:
         """Store a dataset; returns it and whether it waits for the worker (validating).
 
-        Raises InvalidDataset (every bad line) when the data cannot be used.
+        Raises InvalidDataset (every bad line) when the data cannot be used. With
+        `as_file` (an upload through /v1/files) OpenAI's rules for files apply: only
+        data that is not JSONL of objects is refused; other problems are stored on an
+        `invalid` dataset (a job naming it is refused), the example minimum is left to
+        the job, and the bytes as uploaded are kept.
         """
         spec = await self.resources.providers.spec(form.target_model)
         if upload is not None and upload.size > self.settings.sync_validation_max_bytes:
-            return await self._accept_for_background(tenant, form, upload), True
+            return await self._accept_for_background(tenant, form, upload, as_file=as_file), True
+        options = ingest_options(form, spec, self.settings, min_examples=file_minimum(as_file))
         with self.resources.blobs.scratch_file(".jsonl") as dest:
-            report = await self.run_ingest(
-                ingest_options(form, spec, self.settings), dest, upload=upload, examples=examples
-            )
-            if not report.ok:
+            report = await self.run_ingest(options, dest, upload=upload, examples=examples)
+            if not report.ok and (not as_file or unreadable(report)):
                 raise refusal(report)
-            records = await self.build_records(
-                tenant=tenant,
-                form=form,
-                spec=spec,
-                report=report,
-                normalized=dest,
-                filename=upload.filename if upload else None,
-            )
+            if not report.ok:
+                records = [self._invalid_file(tenant, form, report, upload)]
+            else:
+                records = await self.build_records(
+                    tenant=tenant,
+                    form=form,
+                    spec=spec,
+                    report=report,
+                    normalized=dest,
+                    filename=upload.filename if upload else None,
+                )
+            if as_file and upload is not None:
+                records[0].origin = "files"
+                records[0].source_bytes = upload.size
+                await anyio.to_thread.run_sync(
+                    self.resources.blobs.keep_source, upload.path, records[0].id
+                )
         await self.resources.datasets.create(*records)
         return records[0], False
 
+    def _invalid_file(
+        self, tenant: str, form: DatasetRequest, report: IngestReport, upload: Upload | None
+    ) -> Dataset:
+        dataset_id = new_id("ds")
+        now = now_iso()
+        return Dataset(
+            id=dataset_id,
+            tenant=tenant,
+            name=form.name or (upload.filename if upload else None) or dataset_id,
+            status="invalid",
+            model=form.target_model,
+            filename=upload.filename if upload else None,
+            request=form.model_dump(mode="json"),
+            kind=report.kind,
+            format=report.format,
+            example_count=report.example_count,
+            errors=[DatasetIssueRecord(**i) for i in issues(report.errors)],
+            error_total=report.error_total,
+            sha256=report.source_sha256,
+            invalid_reason=f"{report.error_total} problem(s)",
+            created_at=now,
+            updated_at=now,
+        )
+
     async def _accept_for_background(
-        self, tenant: str, form: DatasetRequest, upload: Upload
+        self, tenant: str, form: DatasetRequest, upload: Upload, *, as_file: bool
     ) -> Dataset:
         dataset_id = new_id("ds")
         original = self.resources.blobs.original_path(dataset_id)
@@ -230,6 +290,8 @@ class DatasetCreation:
             filename=upload.filename,
             request=form.model_dump(mode="json"),
             bytes=upload.size,
+            origin="files" if as_file else "datasets",
+            source_bytes=upload.size if as_file else None,
             created_at=now,
             updated_at=now,
         )

@@ -73,7 +73,12 @@ async def sweep_orphan_files(resources: Resources) -> int:
         if _older_than(path, scratch_age, now):
             path.unlink(missing_ok=True)
             removed += 1
-    for kind, ids in (("original", blobs.original_ids()), ("dataset", blobs.dataset_ids())):
+    kinds = (
+        ("original", blobs.original_ids()),
+        ("source", blobs.source_ids()),
+        ("dataset", blobs.dataset_ids()),
+    )
+    for kind, ids in kinds:
         for start in range(0, len(ids), SWEEP_BATCH):
             batch = ids[start : start + SWEEP_BATCH]
             live = {r.id: r for r in await resources.datasets.many(batch)}
@@ -82,6 +87,9 @@ async def sweep_orphan_files(resources: Resources) -> int:
                 if kind == "original":
                     path = blobs.original_path(dataset_id)
                     orphan = record is None or record.status != VALIDATING
+                elif kind == "source":
+                    path = blobs.source_path(dataset_id)
+                    orphan = record is None
                 else:
                     path = blobs.path(dataset_id)
                     orphan = record is None or record.status != "ready"

@@ -28,6 +28,7 @@ from service.datasets.creation import (
     DatasetRequest,
     InvalidDataset,
     Upload,
+    file_minimum,
     ingest_options,
     issues,
 )
@@ -130,7 +131,13 @@ class DatasetValidation:
         reporter = asyncio.create_task(self._report(dataset_id, meter))
         try:
             spec = await self.resources.providers.spec(form.target_model)
-            options = ingest_options(form, spec, self.resources.settings, deadline=deadline)
+            options = ingest_options(
+                form,
+                spec,
+                self.resources.settings,
+                min_examples=file_minimum(record.origin == "files"),
+                deadline=deadline,
+            )
             options = replace(options, progress=meter.update)
             with self.blobs.scratch_file(".jsonl") as dest:
                 report = await creation.run_ingest(options, dest, upload=upload)
@@ -159,7 +166,11 @@ class DatasetValidation:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
+        # What the upload itself decided stays: its time, and for /v1 files the
+        # origin and the size as uploaded.
         records[0].created_at = record.created_at
+        records[0].origin = record.origin
+        records[0].source_bytes = record.source_bytes
         verdict = await self.store.finish_validation(dataset_id, records)
         if verdict == "deleted":
             # Deleted while we worked: take back the files we committed after the delete.
@@ -170,7 +181,7 @@ class DatasetValidation:
             return "gone"
         if verdict == "already_final":
             return "nothing to do"  # another run finished first; the sweep takes our extras
-        self.blobs.delete_original(dataset_id)
+        self.blobs.retire_original(dataset_id, keep_source=record.origin == "files")
         logger.info(
             "dataset validated",
             extra={"dataset_id": dataset_id, "examples": report.example_count},
@@ -225,10 +236,11 @@ class DatasetValidation:
             return record
 
         try:
-            await self.store.update(dataset_id, change)
+            marked = await self.store.update(dataset_id, change)
         except RecordGone:
-            pass  # deleted meanwhile: nothing to mark
-        self.blobs.delete_original(dataset_id)
+            self.blobs.delete_original(dataset_id)  # deleted meanwhile: nothing to mark
+            return "invalid"
+        self.blobs.retire_original(dataset_id, keep_source=marked.origin == "files")
         return "invalid"
 
     async def requeue(self) -> int:

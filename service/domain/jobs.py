@@ -256,6 +256,7 @@ class RemoteJob:
     error_code: str | None = None
     error_message: str | None = None
     error_param: str | None = None
+    hyperparameters: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +314,8 @@ def observe(job: Job, remote: RemoteJob, events: Sequence[RemoteEvent], step: St
         job.fine_tuned_model = remote.fine_tuned_model
     if remote.trained_tokens is not None:
         job.trained_tokens = remote.trained_tokens
+    if remote.hyperparameters:
+        job.upstream.hyperparameters = dict(remote.hyperparameters)
     job.estimated_finish = (
         iso_from_unix(remote.estimated_finish) if remote.status == "running" else None
     )

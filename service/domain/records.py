@@ -55,6 +55,11 @@ class Dataset(Record):
     status: DatasetStatus
     model: str
     filename: str | None = None
+    # "files": uploaded through /v1/files, under OpenAI's rules for files (the example
+    # minimum waits for the job, content problems are kept rather than refused, the
+    # bytes as uploaded are kept: `source_bytes` of them).
+    origin: Literal["datasets", "files"] = "datasets"
+    source_bytes: int | None = None
     # The upload's options (name, format, columns, system prompt, split...).
     request: dict[str, Any] = Field(default_factory=dict)
     role: Literal["training", "validation"] = "training"
@@ -101,6 +106,8 @@ class Upstream(BaseModel):
     # Set just before the provider is asked to create the job: a later attempt
     # then looks for that job before creating one (a crash may have hidden it).
     create_attempted: bool = False
+    # The numbers the provider settled on for "auto" hyperparameters.
+    hyperparameters: dict[str, float] = Field(default_factory=dict)
 
 
 class JobProgress(BaseModel):

@@ -70,6 +70,7 @@ def remote_view(job: ProviderJob) -> RemoteJob:
         error_code=error.code if error else None,
         error_message=error.message if error else None,
         error_param=error.param if error else None,
+        hyperparameters=job.hyperparameters,
     )
 
 

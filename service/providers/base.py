@@ -90,6 +90,8 @@ class ProviderJob:
     raw_status: str = ""
     # Whatever the provider needs later to read its final results (file ids...).
     result_refs: tuple[str, ...] = ()
+    # The hyperparameters the provider settled on (numbers only; "auto" not yet resolved).
+    hyperparameters: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,20 +63,47 @@ class LocalBlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.original_path(dataset_id).unlink()
 
+    def source_path(self, dataset_id: str) -> Path:
+        """The bytes as uploaded, kept for a file made through /v1/files."""
+        self.ensure()
+        (self.root / "sources").mkdir(parents=True, exist_ok=True)
+        return self.root / "sources" / f"{self.path(dataset_id).stem}.upload"
+
+    def keep_source(self, upload: Path, dataset_id: str) -> None:
+        """Move an upload (a scratch file or a validated original) to its source place."""
+        os.replace(upload, self.source_path(dataset_id))
+
+    def retire_original(self, dataset_id: str, *, keep_source: bool) -> None:
+        """A validated upload's original: kept as the source, or removed."""
+        if not keep_source:
+            self.delete_original(dataset_id)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.keep_source(self.original_path(dataset_id), dataset_id)
+
+    def has_source(self, dataset_id: str) -> bool:
+        return self.source_path(dataset_id).is_file()
+
     def delete(self, dataset_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(dataset_id).unlink()
 
     def delete_all(self, dataset_id: str) -> None:
-        """The normalized file and any upload still waiting for validation."""
+        """The normalized file, the kept source and any upload waiting for validation."""
         self.delete(dataset_id)
         self.delete_original(dataset_id)
+        with contextlib.suppress(FileNotFoundError):
+            self.source_path(dataset_id).unlink()
 
     def scratch_files(self) -> list[Path]:
         return sorted(self.scratch.glob("*")) if self.scratch.is_dir() else []
 
     def original_ids(self) -> list[str]:
         folder = self.root / "originals"
+        return sorted(p.stem for p in folder.glob("*.upload")) if folder.is_dir() else []
+
+    def source_ids(self) -> list[str]:
+        folder = self.root / "sources"
         return sorted(p.stem for p in folder.glob("*.upload")) if folder.is_dir() else []
 
     def dataset_ids(self) -> list[str]:
@@ -88,6 +115,15 @@ class LocalBlobStore:
         return self.path(dataset_id).is_file()
 
     async def stream(self, dataset_id: str) -> AsyncIterator[bytes]:
-        async with await anyio.open_file(self.path(dataset_id), "rb") as handle:
-            while chunk := await handle.read(CHUNK_BYTES):
-                yield chunk
+        async for chunk in _read(self.path(dataset_id)):
+            yield chunk
+
+    async def stream_source(self, dataset_id: str) -> AsyncIterator[bytes]:
+        async for chunk in _read(self.source_path(dataset_id)):
+            yield chunk
+
+
+async def _read(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as handle:
+        while chunk := await handle.read(CHUNK_BYTES):
+            yield chunk

@@ -111,9 +111,15 @@ class DatasetStore:
                 continue
             return "finished"
 
-    async def page(self, tenant: str, *, limit: int, after: str | None) -> Page:
+    async def page(
+        self, tenant: str, *, limit: int, after: str | None, oldest_first: bool = False
+    ) -> Page:
         return await page_ids(
-            self.redis, self.keys.datasets_by_tenant(tenant), limit=limit, after=after
+            self.redis,
+            self.keys.datasets_by_tenant(tenant),
+            limit=limit,
+            after=after,
+            oldest_first=oldest_first,
         )
 
     async def many(self, ids: Iterable[str]) -> list[Dataset]:

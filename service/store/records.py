@@ -280,18 +280,22 @@ class Page:
     has_more: bool
 
 
-async def page_ids(redis: Redis, index_key: str, *, limit: int, after: str | None) -> Page:
-    """Newest first. `after` is the last id of the previous page."""
+async def page_ids(
+    redis: Redis, index_key: str, *, limit: int, after: str | None, oldest_first: bool = False
+) -> Page:
+    """Newest first (or oldest first). `after` is the last id of the previous page."""
+    rank_of = redis.zrank if oldest_first else redis.zrevrank
+    read = redis.zrange if oldest_first else redis.zrevrange
     if after is None:
         start = 0
     else:
-        rank = await redis.zrevrank(index_key, after)
+        rank = await rank_of(index_key, after)
         if rank is None:
             raise MalformedRequest(
                 f"after: {after!r} is not an id in this list", code="invalid_cursor"
             )
         start = int(rank) + 1
-    ids = await redis.zrevrange(index_key, start, start + limit)
+    ids = await read(index_key, start, start + limit)
     return Page(ids=list(ids[:limit]), has_more=len(ids) > limit)
 
 

@@ -94,8 +94,12 @@ def test_the_walkthrough_runs_as_written_against_make_dev(tmp_path: Path) -> Non
             assert dev.poll() is None, (tmp_path / "make-dev.log").read_text()
             assert time.monotonic() < deadline, (tmp_path / "make-dev.log").read_text()
             time.sleep(0.3)
-        printed = (tmp_path / "make-dev.log").read_text()
-        assert f"API on http://127.0.0.1:{api_port}" in printed
+        # make dev announces the API once it sees the port open, which can be a
+        # moment after our own first successful request.
+        announced = f"API on http://127.0.0.1:{api_port}"
+        while announced not in (printed := (tmp_path / "make-dev.log").read_text()):
+            assert time.monotonic() < deadline, printed
+            time.sleep(0.2)
         assert "WEBHOOK_ALLOW_PRIVATE_NETWORKS=true" in printed
         secret = (var / "webhook-signing-secret").read_text().strip()
         assert f"signed with {secret}" in printed

@@ -12,7 +12,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def wait_for_job(
-    client: openai.OpenAI, job_id: str, *, statuses: tuple[str, ...] = TERMINAL, timeout: float = 10
+    client: openai.OpenAI, job_id: str, *, statuses: tuple[str, ...] = TERMINAL, timeout: float = 30
 ) -> FineTuningJob:
     deadline = time.monotonic() + timeout
     while True:
@@ -25,7 +25,7 @@ def wait_for_job(
 
 
 async def wait_for_job_async(
-    client: openai.AsyncOpenAI, job_id: str, *, timeout: float = 10
+    client: openai.AsyncOpenAI, job_id: str, *, timeout: float = 30
 ) -> FineTuningJob:
     deadline = time.monotonic() + timeout
     while True:

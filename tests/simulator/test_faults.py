@@ -13,6 +13,9 @@ from tests.simulator.conftest import Simulator
 from tests.simulator.polling import wait_for_job
 from tests.simulator.seed_data import chat_examples
 
+# What the simulator itself does (faults, restarts, its webhooks): not a conformance test.
+pytestmark = pytest.mark.simulator_only
+
 QUESTION = [{"role": "user", "content": "hello?"}]
 KEY = {"Authorization": "Bearer k"}
 

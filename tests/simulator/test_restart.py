@@ -22,6 +22,9 @@ import pytest
 from tests.simulator.polling import wait_for_job
 from tests.simulator.seed_data import chat_examples, hiroyuki_rows
 
+# What the simulator itself does (faults, restarts, its webhooks): not a conformance test.
+pytestmark = pytest.mark.simulator_only
+
 REPO = Path(__file__).resolve().parents[2]
 
 

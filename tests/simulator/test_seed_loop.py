@@ -7,6 +7,7 @@ import re
 import openai
 import pytest
 
+from tests.simulator.conftest import Target
 from tests.simulator.polling import wait_for_job, wait_for_job_async
 from tests.simulator.seed_data import hiroyuki_rows
 
@@ -73,9 +74,26 @@ def test_a_paraphrased_question_finds_the_closest_trained_answer(
 
 
 def test_three_examples_fail_on_the_job_with_invalid_n_examples(
-    client: openai.OpenAI, three_example_jsonl: bytes
+    target: Target, client: openai.OpenAI, three_example_jsonl: bytes
 ) -> None:
     uploaded = client.files.create(file=("test.json", three_example_jsonl), purpose="fine-tune")
+    if target.is_service:
+        # The service says it before any job exists: the model's window has closed...
+        with pytest.raises(openai.BadRequestError) as closed:
+            client.fine_tuning.jobs.create(training_file=uploaded.id, model="gpt-3.5-turbo-0613")
+        assert (closed.value.code, closed.value.param) == ("model_not_available", "model")
+        assert "gpt-3.5-turbo-0613" in closed.value.message
+        # ...and a model still open needs at least 10 examples.
+        with pytest.raises(openai.BadRequestError) as few:
+            client.fine_tuning.jobs.create(training_file=uploaded.id, model="gpt-3.5-turbo")
+        assert few.value.body == {
+            "message": "Training file has 3 example(s), but must have at least 10 examples",
+            "type": "invalid_request_error",
+            "param": "training_file",
+            "code": "invalid_n_examples",
+        }
+        assert client.fine_tuning.jobs.list().data == []
+        return
     # OpenAI accepts the job; the file is rejected only once validation runs.
     job = client.fine_tuning.jobs.create(training_file=uploaded.id, model="gpt-3.5-turbo-0613")
     assert job.status == "validating_files"
@@ -94,6 +112,7 @@ def test_three_examples_fail_on_the_job_with_invalid_n_examples(
 
 @pytest.mark.parametrize("question", [TRAINED_QUESTION])
 async def test_the_seed_loop_through_the_async_client(
+    target: Target,
     async_client: openai.AsyncOpenAI,
     hiroyuki_jsonl: bytes,
     three_example_jsonl: bytes,
@@ -108,21 +127,26 @@ async def test_the_seed_loop_through_the_async_client(
     good_job = await async_client.fine_tuning.jobs.create(
         training_file=good.id, model="gpt-3.5-turbo", suffix="hiroyuki"
     )
-    bad_job = await async_client.fine_tuning.jobs.create(
-        training_file=bad.id, model="gpt-3.5-turbo"
-    )
+    expected = "Training file has 3 example(s), but must have at least 10 examples"
+    if target.is_service:
+        # Refused at once, where OpenAI fails the job later.
+        with pytest.raises(openai.BadRequestError) as refused:
+            await async_client.fine_tuning.jobs.create(training_file=bad.id, model="gpt-3.5-turbo")
+        assert refused.value.code == "invalid_n_examples"
+        assert refused.value.body["message"] == expected  # type: ignore[index]
+    else:
+        bad_job = await async_client.fine_tuning.jobs.create(
+            training_file=bad.id, model="gpt-3.5-turbo"
+        )
+        failed = await wait_for_job_async(async_client, bad_job.id)
+        assert failed.status == "failed"
+        assert failed.error is not None
+        assert failed.error.code == "invalid_n_examples"
+        assert failed.error.message == expected
 
     finished = await wait_for_job_async(async_client, good_job.id)
-    failed = await wait_for_job_async(async_client, bad_job.id)
-
     assert finished.status == "succeeded"
     assert finished.fine_tuned_model is not None
-    assert failed.status == "failed"
-    assert failed.error is not None
-    assert failed.error.code == "invalid_n_examples"
-    assert (
-        failed.error.message == "Training file has 3 example(s), but must have at least 10 examples"
-    )
 
     reply = await async_client.chat.completions.create(
         model=finished.fine_tuned_model, messages=[{"role": "user", "content": question}]

@@ -20,6 +20,9 @@ from tests.simulator import openapi_schemas
 from tests.simulator.polling import wait_for_job
 from tests.simulator.seed_data import chat_examples
 
+# What the simulator itself does (faults, restarts, its webhooks): not a conformance test.
+pytestmark = pytest.mark.simulator_only
+
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 

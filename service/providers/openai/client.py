@@ -132,7 +132,24 @@ def _job(job: Any) -> ProviderJob:
         estimated_finish=getattr(job, "estimated_finish", None),
         error=error,
         result_refs=tuple(job.result_files or ()),
+        hyperparameters=_resolved_hyperparameters(job),
     )
+
+
+def _resolved_hyperparameters(job: Any) -> dict[str, float]:
+    """The numbers the provider settled on ("auto" values are left out until resolved)."""
+    found: dict[str, Any] = {}
+    method = getattr(job, "method", None)
+    kind = getattr(method, "type", None) if method is not None else None
+    chosen = getattr(method, kind, None) if kind else None
+    hyper = getattr(chosen, "hyperparameters", None) or getattr(job, "hyperparameters", None)
+    if hyper is not None:
+        found = hyper.model_dump() if hasattr(hyper, "model_dump") else dict(hyper)
+    return {
+        name: value
+        for name, value in found.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
 
 
 def _event(event: Any) -> ProviderEvent:
