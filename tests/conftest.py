@@ -12,12 +12,16 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    import openai
 
 # Keeps every log line of the session for the secret scan (tests/contract/test_log_secrets.py).
 pytest_plugins = ["tests.log_capture"]
@@ -226,3 +230,22 @@ async def worker(settings) -> AsyncIterator:  # type: ignore[no-untyped-def]
     # The loop ends with a Redis error when a test stopped Redis under it.
     with contextlib.suppress(asyncio.CancelledError, redis.RedisError):
         await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.fixture
+async def sdk(client) -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:  # type: ignore[no-untyped-def]
+    """Official SDK clients pointed at the service's /v1, one per tenant (or key)."""
+    import openai
+
+    made: list[openai.AsyncOpenAI] = []
+
+    def for_tenant(tenant: str = "tenant-a", *, api_key: str | None = None) -> openai.AsyncOpenAI:
+        api = openai.AsyncOpenAI(
+            base_url=f"{client.base_url}/v1", api_key=api_key or API_KEYS[tenant], max_retries=0
+        )
+        made.append(api)
+        return api
+
+    yield for_tenant
+    for api in made:
+        await api.close()

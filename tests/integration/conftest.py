@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import openai
 import pytest
 
-from tests.conftest import API_KEYS, auth
+from tests.conftest import auth
 from tests.seeds import SYSTEM_PROMPT, chat_examples, hiroyuki_csv, jsonl
 
 SIMULATOR_WEBHOOK_SECRET = "whsec_c2ltdWxhdG9yLXRvLXNlcnZpY2Utc2VjcmV0"
@@ -102,20 +101,3 @@ async def all_events(client, job_id: str, *, tenant: str = "tenant-a") -> list[d
         if not page["has_more"]:
             return list(reversed(found))
         after = page["data"][-1]["id"]
-
-
-@pytest.fixture
-async def sdk(client) -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:  # type: ignore[no-untyped-def]
-    """Official SDK clients pointed at the service's /v1, one per tenant (or key)."""
-    made: list[openai.AsyncOpenAI] = []
-
-    def for_tenant(tenant: str = "tenant-a", *, api_key: str | None = None) -> openai.AsyncOpenAI:
-        api = openai.AsyncOpenAI(
-            base_url=f"{client.base_url}/v1", api_key=api_key or API_KEYS[tenant], max_retries=0
-        )
-        made.append(api)
-        return api
-
-    yield for_tenant
-    for api in made:
-        await api.close()

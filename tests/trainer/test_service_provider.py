@@ -21,7 +21,7 @@ from tests.conftest import auth
 from tests.integration.conftest import wait_for_job
 from tests.integration.test_webhooks import wait_for
 from tests.receiver import running_receiver
-from tests.seeds import SYSTEM_PROMPT, hiroyuki_csv
+from tests.seeds import SYSTEM_PROMPT, hiroyuki_csv, jsonl
 from tests.trainer.conftest import TINY_MODEL, TrainerServer, hiroyuki_rows
 
 pytestmark = pytest.mark.slow
@@ -151,3 +151,60 @@ async def test_options_the_trainer_does_not_take_are_refused(client) -> None:
     assert problem["errors"][0]["path"] == "provider_options.quantization"
     await asyncio.sleep(0)
     assert json.loads(refused.text)["detail"].endswith("it takes: lora")
+
+
+async def test_openai_sdk_code_trains_and_chats_on_the_trainer_through_v1(
+    client, worker, sdk
+) -> None:
+    """The same SDK calls as against api.openai.com, routed to the self-hosted trainer."""
+    api = sdk()
+    examples = [
+        {
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": row["user"]},
+                {"role": "assistant", "content": row["assistant"]},
+            ]
+        }
+        for row in hiroyuki_rows()
+    ]
+    uploaded = await api.files.create(file=("hiroyuki.jsonl", jsonl(examples)), purpose="fine-tune")
+    assert uploaded.status == "processed"
+    assert TINY_MODEL in {m.id for m in (await api.models.list()).data}
+    created = await api.fine_tuning.jobs.create(
+        training_file=uploaded.id,
+        model=TINY_MODEL,
+        suffix="hiroyuki",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": EPOCHS}}},
+    )
+    job = created
+    for _ in range(2400):
+        job = await api.fine_tuning.jobs.retrieve(created.id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            break
+        await asyncio.sleep(0.1)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model
+    assert job.fine_tuned_model.startswith(f"ft:{TINY_MODEL}:hiroyuki:")
+    assert job.method is not None
+    assert job.method.supervised is not None
+    assert job.method.supervised.hyperparameters.n_epochs == EPOCHS
+    assert job.fine_tuned_model in {m.id for m in (await api.models.list()).data}
+
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": QUESTION},
+    ]
+    tuned = await api.chat.completions.create(
+        model=job.fine_tuned_model, messages=messages, temperature=0, max_tokens=200
+    )
+    assert tuned.choices[0].message.content == answer(QUESTION)
+    streamed = await api.chat.completions.create(
+        model=job.fine_tuned_model, messages=messages, temperature=0, max_tokens=200, stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" async for c in streamed if c.choices]
+    assert "".join(pieces) == answer(QUESTION)
+    base = await api.chat.completions.create(
+        model=TINY_MODEL, messages=messages, temperature=0, max_tokens=200
+    )
+    assert base.choices[0].message.content != answer(QUESTION)
