@@ -23,7 +23,7 @@ COPY simulator ./simulator
 # Token counting must work offline at run time: fetch both encodings now.
 RUN python -c "import tiktoken; tiktoken.get_encoding('o200k_base'); tiktoken.get_encoding('cl100k_base')"
 
-RUN useradd --system --uid 10001 app && mkdir -p /data && chown app /data
+RUN useradd --system --uid 10001 app && mkdir -p /data /state && chown app /data /state
 USER app
 
 EXPOSE 8000

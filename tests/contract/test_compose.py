@@ -166,3 +166,20 @@ def test_vllm_serves_the_shared_adapters_on_a_gpu_and_only_inside_the_network() 
     # The trainer passes the switches on from the environment, empty by default.
     for variable in ("RAY_ADDRESS", "VLLM_BASE_URL", "VLLM_API_KEY"):
         assert services["trainer"]["environment"][variable] == f"${{{variable}:-}}"
+
+
+@pytest.mark.parametrize(("name", "spec"), _project_processes())
+def test_writable_named_volumes_are_folders_the_image_gives_its_user(name: str, spec: dict) -> None:
+    """A fresh named volume takes the image folder's owner; a missing folder is root's,
+    and the image's unprivileged user could not write its state there."""
+    dockerfile = (REPO / spec["build"]["context"] / spec["build"]["dockerfile"]).read_text()
+    owned = {
+        path
+        for line in dockerfile.splitlines()
+        if "chown" in line
+        for path in line.split("chown", 1)[1].split()[1:]
+    }
+    for volume in spec.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        if source in COMPOSE["volumes"] and mode != ["ro"]:
+            assert target in owned, f"{name}: {target} is not created and owned in the image"
