@@ -26,6 +26,7 @@ from service.domain.records import Job as JobRecord
 from service.jobs.actions import Action, act
 from service.jobs.creation import NewJob, create_job
 from service.jobs.view import Job, public_job
+from service.resources import Resources
 
 Auto = Literal["auto"]
 
@@ -143,6 +144,38 @@ def _metadata_filter(request: Request[Any, Any, Any]) -> dict[str, str]:
     return found
 
 
+async def find_jobs(
+    request: Request[Any, Any, Any],
+    resources: Resources,
+    tenant: str,
+    *,
+    limit: int,
+    after: str | None,
+    status: JobStatus | None = None,
+    dataset_id: str | None = None,
+) -> tuple[list[JobRecord], bool]:
+    """A page of the tenant's jobs, newest first, filtered by status, dataset and the
+    request's `metadata[key]=value` parameters (shared with /v1)."""
+    jobs = resources.jobs
+    wanted_metadata = _metadata_filter(request)
+
+    def matches(job: JobRecord) -> bool:
+        if status is not None and job.status != status:
+            return False
+        if dataset_id is not None and job.dataset_id != dataset_id:
+            return False
+        return all(job.metadata.get(k) == v for k, v in wanted_metadata.items())
+
+    filtered = status is not None or dataset_id is not None or bool(wanted_metadata)
+    return await walk_newest_first(
+        lambda size, cursor: jobs.page(tenant, limit=size, after=cursor),
+        jobs.many,
+        matches if filtered else None,
+        limit=limit,
+        after=after,
+    )
+
+
 class JobController(Controller):
     path = "/jobs"
     tags = ["Jobs"]
@@ -189,23 +222,14 @@ class JobController(Controller):
         status: FromQuery[JobStatus | None] = None,
         dataset_id: FromQuery[str | None] = None,
     ) -> ListResponse[Job]:
-        jobs = resources.jobs
-        wanted_metadata = _metadata_filter(request)
-
-        def matches(job: JobRecord) -> bool:
-            if status is not None and job.status != status:
-                return False
-            if dataset_id is not None and job.dataset_id != dataset_id:
-                return False
-            return all(job.metadata.get(k) == v for k, v in wanted_metadata.items())
-
-        filtered = status is not None or dataset_id is not None or bool(wanted_metadata)
-        found, has_more = await walk_newest_first(
-            lambda size, cursor: jobs.page(tenant, limit=size, after=cursor),
-            jobs.many,
-            matches if filtered else None,
+        found, has_more = await find_jobs(
+            request,
+            resources,
+            tenant,
             limit=limit,
             after=after,
+            status=status,
+            dataset_id=dataset_id,
         )
         return ListResponse(data=[public_job(j) for j in found], has_more=has_more)
 

@@ -19,9 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import Injected, Tenant
 from service.api.idempotency import Outcome, fingerprint, run_once
-from service.api.jobs import Hyperparameters
+from service.api.jobs import Hyperparameters, find_jobs
 from service.api.openapi_docs import example_body
-from service.api.pagination import walk_newest_first
 from service.domain.jobs import JobStatus, is_terminal
 from service.domain.records import Dataset, Job
 from service.errors import InvalidContent, NotFound
@@ -135,10 +134,11 @@ async def _training_data(resources: Resources, tenant: str, file_id: str, param:
 
 def _refusal(exc: InvalidContent, request: FineTuningJobCreate, dataset: Dataset) -> OpenAIError:
     if exc.code == "too_few_examples":
+        minimum = exc.extra.get("min_examples", "the model's minimum number of")
         return OpenAIError(
             400,
             f"Training file has {dataset.example_count} example(s), but must have at least "
-            f"{_minimum(exc)} examples",
+            f"{minimum} examples",
             param="training_file",
             code="invalid_n_examples",
         )
@@ -152,20 +152,6 @@ def _refusal(exc: InvalidContent, request: FineTuningJobCreate, dataset: Dataset
     if exc.code == "model_training_closed":
         return OpenAIError(400, exc.detail, param="model", code="model_not_available")
     return translate(exc)
-
-
-def _minimum(exc: InvalidContent) -> str:
-    message = str((exc.extra.get("errors") or [{}])[0].get("message", ""))
-    digits = "".join(ch if ch.isdigit() else " " for ch in message).split()
-    return digits[0] if digits else "the model's minimum number of"
-
-
-def _metadata_filter(request: Request[Any, Any, Any]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for key, value in request.query_params.items():
-        if key.startswith("metadata[") and key.endswith("]"):
-            found[key[len("metadata[") : -1]] = value
-    return found
 
 
 async def _job(resources: Resources, tenant: str, job_id: str) -> Job:
@@ -219,19 +205,7 @@ class FineTuningController(Controller):
         after: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """The tenant's jobs, newest first; `metadata[key]=value` filters."""
-        jobs = resources.jobs
-        wanted = _metadata_filter(request)
-
-        def matches(job: Job) -> bool:
-            return all(job.metadata.get(k) == v for k, v in wanted.items())
-
-        found, has_more = await walk_newest_first(
-            lambda size, cursor: jobs.page(tenant, limit=size, after=cursor),
-            jobs.many,
-            matches if wanted else None,
-            limit=limit,
-            after=after,
-        )
+        found, has_more = await find_jobs(request, resources, tenant, limit=limit, after=after)
         return {"object": "list", "data": [job_object(j) for j in found], "has_more": has_more}
 
     @get("/{fine_tuning_job_id:str}", operation_id="OpenAIRetrieveFineTuningJob")

@@ -111,7 +111,8 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
                         "code": "too_few_examples",
                         "message": f"at least {entry.min_examples} examples are needed",
                     }
-                ]
+                ],
+                "min_examples": entry.min_examples,
             },
         )
     method = training_method(request.method, request.hyperparameters, dataset.kind or "chat")
