@@ -25,7 +25,7 @@ from service.domain.jobs import JobStatus, is_terminal
 from service.domain.records import Dataset, Job
 from service.errors import InvalidContent, NotFound
 from service.facade.errors import OpenAIError, not_found, translate
-from service.facade.shapes import checkpoint_object, event_object, job_object
+from service.facade.shapes import checkpoint_object, event_object, first_problem, job_object
 from service.jobs.actions import Action, act
 from service.jobs.creation import NewJob, create_job
 from service.resources import Resources
@@ -117,11 +117,7 @@ async def _training_data(resources: Resources, tenant: str, file_id: str, param:
             code="file_not_ready",
         )
     if dataset.status == "invalid":
-        first = dataset.errors[0] if dataset.errors else None
-        where = dataset.invalid_reason or "it is not valid training data"
-        if first is not None:
-            line = f"line {first.line}" if first.line else "the file"
-            where = f"{line}{', ' + first.path if first.path else ''}: {first.message}"
+        where = first_problem(dataset)
         total = f" ({dataset.error_total} problems in all)" if dataset.error_total > 1 else ""
         raise OpenAIError(
             400,

@@ -36,14 +36,17 @@ def unix(value: str | None) -> int | None:
     return None if seconds is None else int(seconds)
 
 
+def first_problem(record: Dataset) -> str:
+    """An invalid file's first problem as a sentence: "Line 4, messages.1.role: ..."."""
+    first = record.errors[0] if record.errors else None
+    if first is None:
+        return record.invalid_reason or "The file is not valid training data"
+    where = f"Line {first.line}" if first.line else "The file"
+    return f"{where}{', ' + first.path if first.path else ''}: {first.message}"
+
+
 def file_object(record: Dataset) -> dict[str, Any]:
-    details = None
-    if record.status == "invalid":
-        first = record.errors[0] if record.errors else None
-        details = record.invalid_reason or "The file is not valid training data"
-        if first is not None:
-            where = f"Line {first.line}" if first.line else "The file"
-            details = f"{where}{', ' + first.path if first.path else ''}: {first.message}"
+    details = first_problem(record) if record.status == "invalid" else None
     shown: dict[str, Any] = {
         "id": record.id,
         "object": "file",

@@ -117,7 +117,7 @@ async def test_a_bad_line_is_kept_on_the_file_and_refused_when_a_job_names_it(
     with pytest.raises(openai.BadRequestError) as caught:
         await api.fine_tuning.jobs.create(training_file=bad.id, model="gpt-4o-mini")
     assert (caught.value.code, caught.value.param) == ("invalid_training_file", "training_file")
-    assert "line 12" in caught.value.body["message"]  # type: ignore[index]
+    assert "Line 12" in caught.value.body["message"]  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as caught:
         await api.fine_tuning.jobs.create(
             training_file=good.id, validation_file=bad.id, model="gpt-4o-mini"
