@@ -10,22 +10,38 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Response, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import Injected, Tenant
-from service.api.openapi_docs import example_body
+from service.api.chat import ChatCompletion
+from service.api.openapi_docs import ChatCompletionOperation, example_body
 from service.chat.relay import complete_bytes, open_stream
 from service.chat.targets import model_target
 from service.errors import NotFound
-from service.facade.errors import OpenAIError
+from service.facade.errors import OpenAIError, openai_errors
 from service.providers.base import ProviderError
 
 
 class ChatCompletionRequest(BaseModel):
     """The body of `client.chat.completions.create(...)`: OpenAI's parameters, passed on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "ft:gpt-4o-mini-2024-07-18:org-tenant-a:hiroyuki:AbC123",
+                    "messages": [
+                        {"role": "system", "content": "西村ひろゆきBot"},
+                        {"role": "user", "content": "自己肯定感の高めかた"},
+                    ],
+                    "temperature": 0.4,
+                }
+            ]
+        },
+    )
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[dict[str, Any]] = Field(min_length=1, max_length=2048)
@@ -69,7 +85,20 @@ def provider_refusal(exc: ProviderError) -> OpenAIError:
 class ChatCompletionsController(Controller):
     path = "/chat/completions"
 
-    @post("/", operation_id="OpenAICreateChatCompletion", status_code=200)
+    @post(
+        "/",
+        operation_id="OpenAICreateChatCompletion",
+        operation_class=ChatCompletionOperation,
+        status_code=200,
+        responses={
+            200: ResponseSpec(
+                data_container=ChatCompletion,
+                description="A chat completion (an event stream of chunks if stream=true)",
+                generate_examples=False,
+            ),
+            **openai_errors(413, 502, 503, 504),
+        },
+    )
     async def create(
         self,
         resources: Injected,

@@ -13,10 +13,14 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from redis.exceptions import RedisError
 
 from service.api.problems import status_of
@@ -38,6 +42,61 @@ PARAM_NAMES = {
     "dataset_id": "training_file",
     "validation_dataset_id": "validation_file",
 }
+
+
+@dataclass
+class ErrorDetail:
+    """OpenAI's four error fields."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+@dataclass
+class ErrorBody:
+    """OpenAI's error body, which the SDK reads into its exception classes."""
+
+    error: ErrorDetail
+
+
+# The statuses every /v1 route may answer with OpenAI's error body: a bad request
+# (the native 409, 415 and 422 included), a missing key, an unknown id, the rate limit.
+COMMON_STATUSES = (400, 401, 404, 429)
+_EXAMPLES = {
+    400: ("Missing required parameter: 'model'.", "model", "missing_required_parameter"),
+    401: ("Incorrect API key provided.", None, "invalid_api_key"),
+    404: ("No such fine-tuning job: job_123", "fine_tuning_job_id", None),
+    413: ("The request body is larger than this route accepts", None, None),
+    429: ("Too many requests for this tenant", None, "rate_limit_exceeded"),
+    502: ("The provider failed", None, None),
+    503: ("A dependency is unavailable", None, None),
+    504: ("The provider did not answer in time", None, None),
+}
+
+
+def openai_errors(*extra: int) -> dict[int, ResponseSpec]:
+    """The error responses of a /v1 route, declared for the contract."""
+    specs = {}
+    for status in sorted({*COMMON_STATUSES, *extra}):
+        message, param, code = _EXAMPLES[status]
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        kind = "requests" if status == 429 else kind
+        specs[status] = ResponseSpec(
+            data_container=ErrorBody,
+            description=HTTPStatus(status).phrase,
+            generate_examples=False,
+            examples=[
+                Example(
+                    summary=HTTPStatus(status).phrase,
+                    value={
+                        "error": {"message": message, "type": kind, "param": param, "code": code}
+                    },
+                )
+            ],
+        )
+    return specs
 
 
 class OpenAIError(Exception):

@@ -25,7 +25,7 @@ from service.datasets.creation import UNREADABLE, DatasetCreation, InvalidDatase
 from service.datasets.removal import delete_dataset
 from service.domain.records import Dataset
 from service.errors import NotFound
-from service.facade.errors import OpenAIError, not_found
+from service.facade.errors import OpenAIError, not_found, openai_errors
 from service.facade.shapes import file_object
 from service.resources import Resources
 
@@ -61,6 +61,7 @@ class FilesController(Controller):
         status_code=200,
         request_max_body_size=None,
         operation_class=FileUploadOperation,
+        responses=openai_errors(413),
     )
     async def create(
         self, request: Request[Any, Any, Any], resources: Injected, tenant: Tenant
@@ -112,7 +113,7 @@ class FilesController(Controller):
                     produce,
                 )
 
-    @get("/", operation_id="OpenAIListFiles")
+    @get("/", operation_id="OpenAIListFiles", responses=openai_errors())
     async def list_files(
         self,
         resources: Injected,
@@ -140,13 +141,18 @@ class FilesController(Controller):
             "has_more": has_more,
         }
 
-    @get("/{file_id:str}", operation_id="OpenAIRetrieveFile")
+    @get("/{file_id:str}", operation_id="OpenAIRetrieveFile", responses=openai_errors())
     async def retrieve(
         self, resources: Injected, tenant: Tenant, file_id: FromPath[str]
     ) -> dict[str, Any]:
         return file_object(await _file(resources, tenant, file_id))
 
-    @delete("/{file_id:str}", operation_id="OpenAIDeleteFile", status_code=200)
+    @delete(
+        "/{file_id:str}",
+        operation_id="OpenAIDeleteFile",
+        status_code=200,
+        responses=openai_errors(),
+    )
     async def remove(
         self, resources: Injected, tenant: Tenant, file_id: FromPath[str]
     ) -> dict[str, Any]:
@@ -159,6 +165,7 @@ class FilesController(Controller):
         "/{file_id:str}/content",
         operation_id="OpenAIRetrieveFileContent",
         media_type="application/octet-stream",
+        responses=openai_errors(),
     )
     async def content(self, resources: Injected, tenant: Tenant, file_id: FromPath[str]) -> Stream:
         """The bytes as uploaded (for a dataset made by /datasets: its normalized JSONL)."""

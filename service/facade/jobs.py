@@ -24,7 +24,7 @@ from service.api.openapi_docs import example_body
 from service.domain.jobs import JobStatus, is_terminal
 from service.domain.records import Dataset, Job
 from service.errors import InvalidContent, NotFound
-from service.facade.errors import OpenAIError, not_found, translate
+from service.facade.errors import OpenAIError, not_found, openai_errors, translate
 from service.facade.shapes import checkpoint_object, event_object, first_problem, job_object
 from service.jobs.actions import Action, act
 from service.jobs.creation import NewJob, create_job
@@ -160,7 +160,9 @@ async def _job(resources: Resources, tenant: str, job_id: str) -> Job:
 class FineTuningController(Controller):
     path = "/fine_tuning/jobs"
 
-    @post("/", operation_id="OpenAICreateFineTuningJob", status_code=200)
+    @post(
+        "/", operation_id="OpenAICreateFineTuningJob", status_code=200, responses=openai_errors(413)
+    )
     async def create(
         self,
         request: Request[Any, Any, Any],
@@ -191,7 +193,7 @@ class FineTuningController(Controller):
             request, resources, tenant, fingerprint(data.model_dump_json()), produce
         )
 
-    @get("/", operation_id="OpenAIListFineTuningJobs")
+    @get("/", operation_id="OpenAIListFineTuningJobs", responses=openai_errors())
     async def list_jobs(
         self,
         request: Request[Any, Any, Any],
@@ -204,7 +206,11 @@ class FineTuningController(Controller):
         found, has_more = await find_jobs(request, resources, tenant, limit=limit, after=after)
         return {"object": "list", "data": [job_object(j) for j in found], "has_more": has_more}
 
-    @get("/{fine_tuning_job_id:str}", operation_id="OpenAIRetrieveFineTuningJob")
+    @get(
+        "/{fine_tuning_job_id:str}",
+        operation_id="OpenAIRetrieveFineTuningJob",
+        responses=openai_errors(),
+    )
     async def retrieve(
         self, resources: Injected, tenant: Tenant, fine_tuning_job_id: FromPath[str]
     ) -> dict[str, Any]:
@@ -232,6 +238,7 @@ class FineTuningController(Controller):
         "/{fine_tuning_job_id:str}/cancel",
         operation_id="OpenAICancelFineTuningJob",
         status_code=200,
+        responses=openai_errors(),
     )
     async def cancel(
         self, resources: Injected, tenant: Tenant, fine_tuning_job_id: FromPath[str]
@@ -239,7 +246,10 @@ class FineTuningController(Controller):
         return await self._act(resources, tenant, fine_tuning_job_id, "cancel")
 
     @post(
-        "/{fine_tuning_job_id:str}/pause", operation_id="OpenAIPauseFineTuningJob", status_code=200
+        "/{fine_tuning_job_id:str}/pause",
+        operation_id="OpenAIPauseFineTuningJob",
+        status_code=200,
+        responses=openai_errors(),
     )
     async def pause(
         self, resources: Injected, tenant: Tenant, fine_tuning_job_id: FromPath[str]
@@ -250,13 +260,18 @@ class FineTuningController(Controller):
         "/{fine_tuning_job_id:str}/resume",
         operation_id="OpenAIResumeFineTuningJob",
         status_code=200,
+        responses=openai_errors(),
     )
     async def resume(
         self, resources: Injected, tenant: Tenant, fine_tuning_job_id: FromPath[str]
     ) -> dict[str, Any]:
         return await self._act(resources, tenant, fine_tuning_job_id, "resume")
 
-    @get("/{fine_tuning_job_id:str}/events", operation_id="OpenAIListFineTuningEvents")
+    @get(
+        "/{fine_tuning_job_id:str}/events",
+        operation_id="OpenAIListFineTuningEvents",
+        responses=openai_errors(),
+    )
     async def events(
         self,
         resources: Injected,
@@ -272,7 +287,11 @@ class FineTuningController(Controller):
         )
         return {"object": "list", "data": [event_object(e) for e in found], "has_more": has_more}
 
-    @get("/{fine_tuning_job_id:str}/checkpoints", operation_id="OpenAIListFineTuningCheckpoints")
+    @get(
+        "/{fine_tuning_job_id:str}/checkpoints",
+        operation_id="OpenAIListFineTuningCheckpoints",
+        responses=openai_errors(),
+    )
     async def checkpoints(
         self,
         resources: Injected,

@@ -14,7 +14,7 @@ from litestar.params import FromPath
 
 from service.api.auth import Injected, Tenant
 from service.domain.catalog import base_model_of
-from service.facade.errors import OpenAIError
+from service.facade.errors import OpenAIError, openai_errors
 from service.facade.shapes import model_object
 
 
@@ -27,7 +27,7 @@ def _missing(model: str) -> OpenAIError:
 class ModelsController(Controller):
     path = "/models"
 
-    @get("/", operation_id="OpenAIListModels")
+    @get("/", operation_id="OpenAIListModels", responses=openai_errors())
     async def list_models(self, resources: Injected, tenant: Tenant) -> dict[str, Any]:
         await resources.providers.learn_models()
         catalog = resources.providers.catalog
@@ -40,7 +40,7 @@ class ModelsController(Controller):
         data += [model_object(model, f"org-{tenant}") for model in sorted(tuned)]
         return {"object": "list", "data": data}
 
-    @get("/{model:str}", operation_id="OpenAIRetrieveModel")
+    @get("/{model:str}", operation_id="OpenAIRetrieveModel", responses=openai_errors())
     async def retrieve(
         self, resources: Injected, tenant: Tenant, model: FromPath[str]
     ) -> dict[str, Any]:
