@@ -135,6 +135,15 @@ async def enqueue_evaluation(
     )
 
 
+async def run_evaluation_now(queue: ArqRedis, evaluation_id: str) -> None:
+    """Pull a deferred run forward (a cancel should not wait out a backoff), or enqueue one."""
+    moved = await queue.zadd(
+        QUEUE_NAME, {evaluation_job_id(evaluation_id): time.time() * 1000}, xx=True, ch=True
+    )
+    if not moved:
+        await enqueue_evaluation(queue, evaluation_id)
+
+
 async def enqueue_ping(queue: ArqRedis, token: str) -> bool:
     """A no-op task that records the request id it ran under (used by health checks and tests)."""
     return await _enqueue(queue, PING, f"ping:{token}", token)

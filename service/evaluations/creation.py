@@ -183,5 +183,5 @@ async def cancel_evaluation(resources: Resources, tenant: str, evaluation_id: st
 
     updated = await resources.evaluations.update(evaluation_id, request)
     # The worker makes it final (and announces nothing: the caller asked for it).
-    await tasks.enqueue_evaluation(resources.queue, evaluation_id)
+    await tasks.run_evaluation_now(resources.queue, evaluation_id)
     return updated

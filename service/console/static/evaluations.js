@@ -142,7 +142,11 @@ function wireForm() {
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      const created = await call("/evaluations", { method: "POST", json: body });
+      const created = await call("/evaluations", {
+        method: "POST",
+        json: body,
+        headers: { "Idempotency-Key": crypto.randomUUID() },
+      });
       show(result);
       announce(`Evaluation ${created.id} started`);
       await loadEvaluations().catch(() => {});
