@@ -351,3 +351,28 @@ async def test_a_job_without_held_out_examples_starts_no_evaluation(client, work
     succeeded = await wait_for_job(client, job["id"], {"succeeded"})
     assert succeeded["evaluation"] is None
     assert (await client.get("/evaluations", headers=auth())).json()["data"] == []
+
+
+async def test_a_grader_model_scores_each_answer_with_a_reason(client, worker, trained) -> None:
+    created = await evaluate_job(
+        client,
+        trained,
+        metrics=["chrf"],
+        max_examples=5,
+        grader={"model": "gpt-4o-mini", "rubric": "5: same meaning as the reference; 1: unrelated"},
+    )
+    assert created["metrics"] == ["chrf", "grader"]
+    assert created["grader"]["model"] == "gpt-4o-mini"
+    done = await wait_for_evaluation(client, created["id"], {"succeeded"})
+    for model in done["summary"]["models"]:
+        grades = model["scores"]["grader"]
+        assert grades["n"] == 5
+        assert 1 <= grades["ci_low"] <= grades["mean"] <= grades["ci_high"] <= 5
+        assert "exact_match" not in model["scores"]
+    assert done["summary"]["win_rate"]["metric"] == "grader"
+    assert done["summary"]["cost"]["grader_tokens"] > 0
+    for row in await all_rows(client, created["id"]):
+        for answer in row["answers"]:
+            assert answer["scores"]["grader"] in {1, 2, 3, 4, 5}
+            assert answer["grader_reason"]
+            assert answer["grader_error"] is None
