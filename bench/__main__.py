@@ -26,6 +26,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_lifecycle": ["--jobs", "100", "--job-seconds", "4"],
     "bench_chaos": ["--jobs", "20", "--chaos-seconds", "20", "--timeout", "420"],
     "bench_trainer": ["--rounds", "1"],
+    "bench_evals": ["--examples", "200", "--rounds", "1"],
 }
 
 

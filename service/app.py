@@ -22,6 +22,7 @@ from service.api.auth import provide_resources, provide_tenant
 from service.api.chat import ChatController
 from service.api.datasets import DatasetController
 from service.api.docs_assets import DOCS_ASSETS, DocsAssetsController
+from service.api.evaluations import EvaluationController
 from service.api.health import HealthController
 from service.api.jobs import JobController
 from service.api.middleware import body_pacing_middleware, request_id_middleware
@@ -45,8 +46,9 @@ API_DESCRIPTION = """\
 Fine-tune chat models on your own question/answer data and use them.
 
 Upload a dataset (`/datasets`), start a job (`/jobs`), get a signed webhook
-when the tuned model is ready, then talk to it (`/chat`). Every error is an
-RFC 9457 problem document (`application/problem+json`).
+when the tuned model is ready, then talk to it (`/chat`) and measure it
+against its base model (`/evaluations`). Every error is an RFC 9457 problem
+document (`application/problem+json`).
 """
 
 
@@ -69,6 +71,10 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="Datasets", description="Upload, validate, convert and price training data"),
             Tag(name="Jobs", description="Fine-tuning jobs and what happened to them"),
             Tag(name="Chat", description="Talk to tuned and base models"),
+            Tag(
+                name="Evaluations",
+                description="Score tuned and base models against a dataset's reference answers",
+            ),
             Tag(name="Models", description="What can be trained where, and your tuned models"),
             Tag(name="Webhooks", description="Signed notifications about jobs"),
             Tag(name="Health", description="Liveness and readiness"),
@@ -122,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DatasetController,
             JobController,
             ChatController,
+            EvaluationController,
             ModelController,
             WebhookController,
             ConsoleController,

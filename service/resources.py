@@ -25,6 +25,7 @@ from service.providers.registry import ProviderRegistry
 from service.settings import Settings
 from service.store.blobs import LocalBlobStore
 from service.store.datasets import DatasetStore
+from service.store.evaluations import EvaluationStore
 from service.store.jobs import JobStore
 from service.store.keys import Keys
 from service.store.requests import RequestStore
@@ -51,6 +52,7 @@ class Resources:
     webhooks: WebhookStore = field(init=False)
     workers: WorkerStore = field(init=False)
     requests: RequestStore = field(init=False)
+    evaluations: EvaluationStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.datasets = DatasetStore(self.redis, self.keys)
@@ -58,6 +60,7 @@ class Resources:
         self.webhooks = WebhookStore(self.redis, self.keys)
         self.workers = WorkerStore(self.redis, self.keys)
         self.requests = RequestStore(self.redis, self.keys)
+        self.evaluations = EvaluationStore(self.redis, self.keys)
 
 
 def redis_client(settings: Settings) -> Redis:

@@ -131,6 +131,17 @@ class Settings(BaseSettings):
     webhook_max_endpoints_per_tenant: int = Field(default=20, ge=1)
     webhook_concurrency_per_tenant: int = Field(default=4, ge=1)
 
+    # Evaluations
+    # Chat calls one worker process has in flight to one provider at a time.
+    evaluation_concurrency_per_provider: int = Field(default=16, ge=1, le=1024)
+    evaluation_max_examples: int = Field(default=5000, ge=1)
+    # Evaluate a succeeded job's tuned model against its base on its validation examples.
+    evaluation_auto: bool = True
+    evaluation_auto_max_examples: int = Field(default=500, ge=1)
+    # One worker run of an evaluation scores examples for about this long, then hands
+    # over to the next run (so a crash loses at most this much work).
+    evaluation_run_seconds: float = Field(default=30.0, gt=0)
+
     # Worker
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
     worker_heartbeat_ttl_seconds: float = Field(default=30.0, gt=0)

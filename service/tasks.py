@@ -27,6 +27,7 @@ ARQ_IN_PROGRESS_KEY_PREFIX: Final = "arq:in-progress:"
 SYNC_JOB: Final = "sync_job"
 DELIVER_WEBHOOK: Final = "deliver_webhook"
 VALIDATE_DATASET: Final = "validate_dataset"
+RUN_EVALUATION: Final = "run_evaluation"
 RECONCILE: Final = "reconcile"
 PING: Final = "ping"
 
@@ -55,6 +56,10 @@ def deliver_job_id(delivery_id: str, attempt: int) -> str:
 
 def validate_job_id(dataset_id: str) -> str:
     return f"validate:{dataset_id}"
+
+
+def evaluation_job_id(evaluation_id: str) -> str:
+    return f"evaluate:{evaluation_id}"
 
 
 def _correlation() -> dict[str, Any]:
@@ -119,6 +124,24 @@ async def enqueue_delivery(
 
 async def enqueue_dataset_validation(queue: ArqRedis, dataset_id: str) -> bool:
     return await _enqueue(queue, VALIDATE_DATASET, validate_job_id(dataset_id), dataset_id)
+
+
+async def enqueue_evaluation(
+    queue: ArqRedis, evaluation_id: str, *, defer_by: float | None = None
+) -> bool:
+    """Schedule the next run of an evaluation. False when one is already scheduled."""
+    return await _enqueue(
+        queue, RUN_EVALUATION, evaluation_job_id(evaluation_id), evaluation_id, defer_by=defer_by
+    )
+
+
+async def run_evaluation_now(queue: ArqRedis, evaluation_id: str) -> None:
+    """Pull a deferred run forward (a cancel should not wait out a backoff), or enqueue one."""
+    moved = await queue.zadd(
+        QUEUE_NAME, {evaluation_job_id(evaluation_id): time.time() * 1000}, xx=True, ch=True
+    )
+    if not moved:
+        await enqueue_evaluation(queue, evaluation_id)
 
 
 async def enqueue_ping(queue: ArqRedis, token: str) -> bool:

@@ -40,6 +40,8 @@ class ChatRequest:
     n: int
     stream: bool
     include_usage: bool
+    # `response_format: {"type": "json_schema", ...}`'s schema: the answer is JSON that fits it.
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ def parse_chat_request(body: dict[str, Any], state: SimulatorState) -> ChatReque
             code="invalid_value",
         )
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    json_schema = _json_schema(body.get("response_format"))
     return ChatRequest(
         model=model,
         encoding=encoding,
@@ -113,7 +116,63 @@ def parse_chat_request(body: dict[str, Any], state: SimulatorState) -> ChatReque
         n=n,
         stream=stream,
         include_usage=include_usage,
+        json_schema=json_schema,
     )
+
+
+def _json_schema(value: Any) -> dict[str, Any] | None:
+    """The schema a structured-output request asks the answer to fit; `json_object`
+    asks for any object (the empty schema)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid_type("response_format", "an object", value)
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise missing_parameter("response_format.json_schema.name")
+        schema = spec.get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    raise invalid_value("response_format.type", kind, ["text", "json_object", "json_schema"])
+
+
+def fitting_value(schema: dict[str, Any], seed: str, path: str = "") -> Any:
+    """A value that fits `schema`, the same for the same seed and path: numbers and
+    choices vary with the conversation, strings say what they are."""
+    digest = int.from_bytes(hashlib.sha256(f"{seed}|{path}".encode()).digest()[:8], "big")
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][digest % len(schema["enum"])]
+    for combined in ("anyOf", "oneOf"):
+        if isinstance(schema.get(combined), list) and schema[combined]:
+            return fitting_value(schema[combined][0], seed, path)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {
+            name: fitting_value(sub if isinstance(sub, dict) else {}, seed, f"{path}.{name}")
+            for name, sub in properties.items()
+        }
+    if kind == "array":
+        items = schema.get("items")
+        return [fitting_value(items if isinstance(items, dict) else {}, seed, f"{path}[0]")]
+    if kind in ("integer", "number"):
+        low = int(schema.get("minimum", 0))
+        high = int(schema.get("maximum", low + 9))
+        return low + digest % (max(low, high) - low + 1)
+    if kind == "boolean":
+        return bool(digest % 2)
+    if kind == "null":
+        return None
+    return f"Simulated {path.rsplit('.', 1)[-1] or 'value'}."
 
 
 def _messages(value: Any) -> list[dict[str, Any]]:
@@ -201,7 +260,10 @@ def base_answer(model: str, question: str | None) -> str:
 def reply(request: ChatRequest) -> Reply:
     question = last_user_text(request.messages)
     text: str | None = None
-    if request.tuned is not None and question is not None:
+    if request.json_schema is not None:
+        seed = json.dumps(request.messages, ensure_ascii=False, sort_keys=True)
+        text = json.dumps(fitting_value(request.json_schema, seed), ensure_ascii=False)
+    elif request.tuned is not None and question is not None:
         found = request.tuned.answers.recall(question)
         text = found.answer if found else None
     if text is None:

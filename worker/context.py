@@ -7,6 +7,7 @@ from typing import Any, TypedDict
 
 import httpx
 
+from service.evaluations.run import ProviderBounds
 from service.resources import Resources
 
 
@@ -22,3 +23,5 @@ class WorkerContext(TypedDict, total=False):
     exit_stack: AsyncExitStack
     worker_id: str
     webhook_client: httpx.AsyncClient
+    # Chat calls in flight per provider, shared by every evaluation this process runs.
+    provider_bounds: ProviderBounds

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from service import tasks
 from service.datasets.removal import sweep_at_start
+from service.evaluations.run import ProviderBounds
 from service.logs import log_context, request_id_var
 from service.providers.base import ProviderError
 from service.resources import ingest_pool, open_resources, queue_client
@@ -102,6 +103,7 @@ def build_worker(
         ctx["exit_stack"] = stack
         ctx["resources"] = resources
         ctx["worker_id"] = worker_id
+        ctx["provider_bounds"] = ProviderBounds(settings.evaluation_concurrency_per_provider)
         # arq copies ctx for each job, so shared clients must exist before the first one.
         ctx["webhook_client"] = await stack.enter_async_context(
             delivery_client(allow_private=settings.webhook_allow_private_networks)

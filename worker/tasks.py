@@ -3,9 +3,10 @@
 Each body is a thin arq binding: it calls one use case and turns "try again
 in N seconds" into arq's `Retry`. The reconciler cron makes sure no work is
 forgotten: every unfinished job has its sync scheduled, every pending
-delivery its next attempt, every dataset still validating its validation;
-losing a queue entry (a Redis failover, a flushed queue, an expired arq job)
-delays work by at most one reconcile interval and never loses it.
+delivery its next attempt, every dataset still validating its validation,
+every unfinished evaluation its next run; losing a queue entry (a Redis
+failover, a flushed queue, an expired arq job) delays work by at most one
+reconcile interval and never loses it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from arq.worker import Retry
 from service import tasks
 from service.datasets.removal import sweep_orphan_files
 from service.datasets.validation import VERDICT_MARGIN_SECONDS, DatasetValidation
+from service.evaluations.run import EvaluationRun
 from service.jobs.sync import JobSync
 from service.logs import request_id_var
 from service.settings import Settings
@@ -53,6 +55,11 @@ async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) ->
     return _retry_or(await delivery.attempt(delivery_id, attempt))
 
 
+async def run_evaluation(ctx: WorkerContext, evaluation_id: str) -> str:
+    run = EvaluationRun(ctx["resources"], ctx["provider_bounds"])
+    return _retry_or(await run.step(evaluation_id))
+
+
 async def validate_dataset(ctx: WorkerContext, dataset_id: str) -> str:
     async with held_task_lock(ctx):
         return await DatasetValidation(ctx["resources"]).run(dataset_id)
@@ -70,6 +77,7 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
         "jobs": await JobSync(resources).requeue(),
         "deliveries": await WebhookDelivery(resources, ctx["webhook_client"]).requeue(),
         "validations": await DatasetValidation(resources).requeue(),
+        "evaluations": await EvaluationRun(resources, ctx["provider_bounds"]).requeue(),
         "files_swept": 0,
     }
     if await resources.workers.take_turn("sweep", SWEEP_EVERY_SECONDS):
@@ -94,6 +102,8 @@ def task_functions() -> list[TaskSpec]:
         TaskSpec(tasks.PING, ping),
         TaskSpec(tasks.SYNC_JOB, sync_job, UNBOUNDED_TRIES),
         TaskSpec(tasks.DELIVER_WEBHOOK, deliver_webhook, UNBOUNDED_TRIES),
+        # Each run scores for a bounded time and hands over to the next through Retry.
+        TaskSpec(tasks.RUN_EVALUATION, run_evaluation, UNBOUNDED_TRIES),
         # Its own limit, sized for the largest upload (validation is the slow one),
         # enforced by the validation itself; the queue's is a backstop just after it.
         TaskSpec(

@@ -23,6 +23,7 @@ from service.api.problems import problems
 from service.domain.charts import loss_curve_svg
 from service.domain.jobs import JobStatus, is_terminal
 from service.domain.records import Job as JobRecord
+from service.evaluations.automatic import job_evaluation_of, job_evaluations
 from service.jobs.actions import Action, act
 from service.jobs.creation import NewJob, create_job
 from service.jobs.view import Job, public_job
@@ -176,6 +177,11 @@ async def find_jobs(
     )
 
 
+async def _shown(resources: Resources, job: JobRecord) -> Job:
+    """The job with the brief of its evaluation, when it started one."""
+    return public_job(job, evaluation=await job_evaluation_of(resources, job))
+
+
 class JobController(Controller):
     path = "/jobs"
     tags = ["Jobs"]
@@ -231,7 +237,10 @@ class JobController(Controller):
             status=status,
             dataset_id=dataset_id,
         )
-        return ListResponse(data=[public_job(j) for j in found], has_more=has_more)
+        briefs = await job_evaluations(resources, found)
+        return ListResponse(
+            data=[public_job(j, evaluation=briefs.get(j.id)) for j in found], has_more=has_more
+        )
 
     @get(
         "/{job_id:str}",
@@ -240,7 +249,7 @@ class JobController(Controller):
         responses=problems(400, 401, 404, 429),
     )
     async def get_job(self, resources: Injected, tenant: Tenant, job_id: FromPath[str]) -> Job:
-        return public_job(await resources.jobs.get_for_tenant(tenant, job_id))
+        return await _shown(resources, await resources.jobs.get_for_tenant(tenant, job_id))
 
     @get(
         "/{job_id:str}/events",
@@ -318,7 +327,7 @@ class JobController(Controller):
         )
 
     async def _act(self, resources: Injected, tenant: Tenant, job_id: str, action: Action) -> Job:
-        return public_job(await act(resources, tenant, job_id, action))
+        return await _shown(resources, await act(resources, tenant, job_id, action))
 
     @post(
         "/{job_id:str}/cancel",

@@ -168,7 +168,13 @@ def _validation_error(
             {"line": None, "path": path, "code": "invalid", "message": item.get("message")}
         )
     first = issues[0] if issues else None
-    detail = f"{first['path']}: {first['message']}" if first and first["path"] else str(exc.detail)
+    if first and first["path"]:
+        detail = f"{first['path']}: {first['message']}"
+    elif first and first["message"]:
+        # A check across fields (give one of two) names no single field; its message does.
+        detail = str(first["message"]).removeprefix("Value error, ")
+    else:
+        detail = str(exc.detail)
     return problem_response(
         400,
         code="invalid_request",

@@ -26,7 +26,13 @@ from service.webhooks import endpoints
 DEFAULT_WEBHOOK_PROVIDER = "openai"
 
 EventType = Literal[
-    "job.succeeded", "job.failed", "job.cancelled", "job.running", "job.checkpoint.created"
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.running",
+    "job.checkpoint.created",
+    "evaluation.completed",
+    "evaluation.failed",
 ]
 DeliveryState = Literal["pending", "succeeded", "failed"]
 

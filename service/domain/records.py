@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.domain.evaluations import EvaluationStatus
 from service.domain.jobs import JobStatus
 
 SCHEMA_VERSION = 1
@@ -155,6 +156,8 @@ class Job(Record):
     sync_errors: int = 0
     deploy_attempts: int = 0
     announced: list[str] = Field(default_factory=list)
+    # The evaluation started when the job succeeded (its validation examples, tuned vs base).
+    evaluation_id: str | None = None
 
 
 class JobEvent(BaseModel):
@@ -178,6 +181,79 @@ class JobCheckpoint(BaseModel):
     step_number: int
     fine_tuned_model_checkpoint: str
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+# Evaluations -----------------------------------------------------------------
+
+
+class EvaluationModel(BaseModel):
+    model: str
+    provider: str
+    role: Literal["tuned", "base", "requested"]
+
+
+class EvaluationGrader(BaseModel):
+    model: str
+    provider: str
+    rubric: str
+
+
+class EvaluationError(BaseModel):
+    code: str
+    message: str
+
+
+class Evaluation(Record):
+    status: EvaluationStatus
+    dataset_id: str
+    job_id: str | None = None
+    # "job": started by the service when the job succeeded; "request": asked for.
+    origin: Literal["request", "job"] = "request"
+    models: list[EvaluationModel]
+    metrics: list[str]
+    grader: EvaluationGrader | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_examples: int | None = None
+    # Examples to evaluate: the dataset's, up to max_examples.
+    total: int
+    done: int = 0
+    summary: dict[str, Any] | None = None
+    error: EvaluationError | None = None
+    cancel_requested: bool = False
+    updated_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    # Worker bookkeeping: runs in a row that scored nothing (a provider that keeps failing).
+    stalled_runs: int = 0
+    last_failure: str | None = None
+    # Its final state was announced (webhook emitted); only then it leaves the active set.
+    announced: bool = False
+
+
+class EvaluationAnswer(BaseModel):
+    model: str
+    content: str | None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    grader_reason: str | None = None
+    # Why the grader gave no score (its reply was not the JSON asked for).
+    grader_error: str | None = None
+    # A refusal the provider gave for good (not a 429/5xx, which are retried).
+    error: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    grader_usage: dict[str, int] | None = None
+    latency_ms: float | None = None
+
+
+class EvaluationRow(BaseModel):
+    """One example of an evaluation: what was asked, expected, and each model's answer."""
+
+    index: int
+    prompt: list[dict[str, Any]]
+    reference: str | None
+    # Why the example could not be asked (no assistant message to compare with).
+    skipped: str | None = None
+    answers: list[EvaluationAnswer] = Field(default_factory=list)
 
 
 # Webhooks --------------------------------------------------------------------

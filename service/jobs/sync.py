@@ -11,7 +11,9 @@ running it twice, late, or after a crash is harmless:
    `service.domain.jobs.observe` — status, mirrored fields, timeline entries,
    checkpoints, final metrics — and written in one atomic step;
 5. deploy: once training succeeded the tuned model is made to answer chat,
-   and only then is the job `succeeded` (and `job.succeeded` sent).
+   and only then is the job `succeeded` (and `job.succeeded` sent); with
+   validation examples, its evaluation against the base model is started
+   (and named on the job) just before, without waiting for it.
 
 Upstream ids are recorded the moment they exist. Webhook announcements are
 emitted before the write that remembers them (deliveries are idempotent by
@@ -30,6 +32,7 @@ from service.domain import jobs as rules
 from service.domain.jobs import JobStatus, RemoteEvent, RemoteJob, Step, is_terminal
 from service.domain.records import Job, JobCheckpoint
 from service.domain.stamps import iso_from_unix, now_iso, unix_from_iso
+from service.evaluations.automatic import start_job_evaluation
 from service.providers.base import (
     JobSpec,
     Provider,
@@ -306,9 +309,15 @@ class JobSync:
             checkpoints = [checkpoint_record(c) for c in await provider.checkpoints(upstream_id)]
         results = await provider.final_metrics(remote) if trained else []
         ready = False
+        evaluation_id = None
         if trained and remote.fine_tuned_model:
             # Providers that serve at once pass straight through `deploying`.
             ready = await provider.deploy(remote.fine_tuned_model)
+            if ready and not is_terminal(job.status):
+                evaluation_id = await start_job_evaluation(
+                    self.resources,
+                    job.model_copy(update={"fine_tuned_model": remote.fine_tuned_model}),
+                )
         view = remote_view(remote)
         seen = [event_view(e) for e in events]
         delay = 0.0
@@ -319,6 +328,7 @@ class JobSync:
             s.entries += rules.results_entries(results)
             if ready and j.status == JobStatus.DEPLOYING:
                 rules.deployed(j, s)
+                j.evaluation_id = j.evaluation_id or evaluation_id
             elif j.status == JobStatus.DEPLOYING:
                 j.deploy_attempts += 1
             j.sync_errors = 0
@@ -339,11 +349,15 @@ class JobSync:
         if job.fine_tuned_model is None:
             raise RuntimeError(f"job {job.id} is deploying without a tuned model")
         ready = await provider.deploy(job.fine_tuned_model)
+        # Started before the job says succeeded, so job.succeeded names it; the tuned
+        # model answers from here on.
+        evaluation_id = await start_job_evaluation(self.resources, job) if ready else None
 
         def decide(j: Job, s: Step) -> None:
             j.sync_errors = 0
             if ready:
                 rules.deployed(j, s)
+                j.evaluation_id = j.evaluation_id or evaluation_id
             else:
                 j.deploy_attempts += 1
 

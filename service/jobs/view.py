@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from service.domain.jobs import JobStatus
 from service.domain.records import Job as JobRecord
+from service.evaluations.view import JobEvaluation
 
 
 class JobError(BaseModel):
@@ -59,12 +60,18 @@ class Job(BaseModel):
     progress: JobProgress | None
     cancel_requested: bool
     provider: ProviderState
+    evaluation: JobEvaluation | None = Field(
+        description="The evaluation of the tuned model against its base on the validation "
+        "examples, started when the job succeeded (null when there are none)"
+    )
     created_at: str
     updated_at: str
     finished_at: str | None
 
 
-def public_job(job: JobRecord) -> Job:
+def public_job(job: JobRecord, *, evaluation: JobEvaluation | None = None) -> Job:
+    """`evaluation`: the brief of the job's evaluation, which lives in its own record
+    (the caller reads it: `service.webhooks.events.job_evaluation_of`)."""
     upstream = job.upstream
     return Job(
         id=job.id,
@@ -93,6 +100,7 @@ def public_job(job: JobRecord) -> Job:
             else None
         ),
         cancel_requested=job.cancel_requested,
+        evaluation=evaluation,
         provider=ProviderState(
             name=job.provider,
             job_id=upstream.job_id,

@@ -75,6 +75,22 @@ class Keys:
     def job_poke(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:poke"
 
+    # Evaluations
+    def evaluation(self, evaluation_id: str) -> str:
+        return f"{self.prefix}:evaluation:{evaluation_id}"
+
+    def evaluation_rows(self, evaluation_id: str) -> str:
+        """Hash of example index -> the scored row."""
+        return f"{self.prefix}:evaluation:{evaluation_id}:rows"
+
+    def evaluations_by_tenant(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:evaluations"
+
+    @property
+    def active_evaluations(self) -> str:
+        """Ids of evaluations not finished (or not yet announced): what the reconciler walks."""
+        return f"{self.prefix}:evaluations:active"
+
     # Webhooks
     def endpoint(self, endpoint_id: str) -> str:
         return f"{self.prefix}:webhook:{endpoint_id}"

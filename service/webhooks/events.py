@@ -1,8 +1,9 @@
-"""Turning job events into webhook deliveries.
+"""Turning job and evaluation events into webhook deliveries.
 
-`emit_job_event` is called when a job reaches a state worth announcing. It
-builds the payload once (`{"id", "type", "timestamp", "data"}` with `data`
-the job exactly as `GET /jobs/{id}` shows it), creates one delivery per
+`emit_job_event` is called when a job reaches a state worth announcing,
+`emit_evaluation_event` when an evaluation finishes. Each builds the payload
+once (`{"id", "type", "timestamp", "data"}` with `data` the job or the
+evaluation exactly as its GET shows it), creates one delivery per
 target — every enabled endpoint of the tenant subscribed to the type, plus
 the job's own `webhook_url` for final states — and enqueues them. It is
 idempotent: the event id and delivery ids derive from (job, type, target),
@@ -14,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from typing import Any
 
 from service import tasks
-from service.domain.records import Delivery, Job
+from service.domain.records import Delivery, Evaluation, Job
 from service.domain.stamps import now_iso
+from service.evaluations.automatic import job_evaluation_of
+from service.evaluations.view import public_evaluation
 from service.jobs.view import public_job
 from service.resources import Resources
 from service.store.records import dumps
@@ -27,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 FINAL_TYPES = ("job.succeeded", "job.failed", "job.cancelled")
 PROGRESS_TYPES = ("job.running", "job.checkpoint.created")
-EVENT_TYPES = FINAL_TYPES + PROGRESS_TYPES
+EVALUATION_TYPES = ("evaluation.completed", "evaluation.failed")
+EVENT_TYPES = FINAL_TYPES + PROGRESS_TYPES + EVALUATION_TYPES
 PING_TYPE = "webhook.ping"
 # An endpoint created without event types gets the final ones.
 DEFAULT_EVENT_TYPES = FINAL_TYPES
@@ -69,34 +74,70 @@ async def emit_job_event(
     resources: Resources, job: Job, event_type: str, *, discriminator: str = ""
 ) -> int:
     """Create and enqueue deliveries for one job event. Returns how many are new."""
-    event_id = event_id_for(job.id, event_type, discriminator)
-    payload = dumps(
-        {
-            "id": event_id,
-            "type": event_type,
-            "timestamp": now_iso(),
-            "data": public_job(job).model_dump(mode="json"),
-        }
+    data = public_job(job, evaluation=await job_evaluation_of(resources, job))
+    return await emit_event(
+        resources,
+        tenant=job.tenant,
+        event_id=event_id_for(job.id, event_type, discriminator),
+        event_type=event_type,
+        data=data.model_dump(mode="json"),
+        job_id=job.id,
+        own_url=job.webhook_url if event_type in FINAL_TYPES else None,
     )
+
+
+async def emit_evaluation_event(
+    resources: Resources, evaluation: Evaluation, event_type: str
+) -> int:
+    """`evaluation.completed` / `evaluation.failed`, with the evaluation (and its summary)
+    as data. An evaluation a job started also goes to that job's own webhook_url."""
+    own_url = None
+    if evaluation.job_id and evaluation.origin == "job":
+        job = await resources.jobs.get(evaluation.job_id)
+        own_url = job.webhook_url if job is not None else None
+    return await emit_event(
+        resources,
+        tenant=evaluation.tenant,
+        event_id=event_id_for(evaluation.id, event_type),
+        event_type=event_type,
+        data=public_evaluation(evaluation).model_dump(mode="json"),
+        job_id=evaluation.job_id,
+        own_url=own_url,
+    )
+
+
+async def emit_event(
+    resources: Resources,
+    *,
+    tenant: str,
+    event_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    job_id: str | None,
+    own_url: str | None,
+) -> int:
+    """One delivery per target (every enabled endpoint of the tenant subscribed to the
+    type, plus `own_url`: a job's webhook_url), each stored then enqueued."""
+    payload = dumps({"id": event_id, "type": event_type, "timestamp": now_iso(), "data": data})
     store = resources.webhooks
     targets: list[tuple[str | None, str]] = [
         (endpoint.id, endpoint.url)
-        for endpoint in await store.tenant_endpoints(job.tenant)
+        for endpoint in await store.tenant_endpoints(tenant)
         if endpoint.enabled and event_type in endpoint.event_types
     ]
-    if job.webhook_url and event_type in FINAL_TYPES:
-        targets.append((None, job.webhook_url))
+    if own_url:
+        targets.append((None, own_url))
     created = 0
     for endpoint_id, url in targets:
         delivery = new_delivery(
             delivery_id=delivery_id_for(event_id, endpoint_id or url),
-            tenant=job.tenant,
+            tenant=tenant,
             event_id=event_id,
             event_type=event_type,
             payload=payload,
             endpoint_id=endpoint_id,
             url=url,
-            job_id=job.id,
+            job_id=job_id,
         )
         if await store.add_delivery(delivery):
             created += 1
@@ -104,7 +145,7 @@ async def emit_job_event(
         await tasks.enqueue_delivery(resources.queue, delivery.id, attempt=1)
     if targets:
         logger.info(
-            "job event emitted",
-            extra={"job_id": job.id, "event_type": event_type, "targets": len(targets)},
+            "event emitted",
+            extra={"event_type": event_type, "job_id": job_id, "targets": len(targets)},
         )
     return created

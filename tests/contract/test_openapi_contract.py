@@ -29,6 +29,7 @@ BODIES = {
     "CreateJob": {"application/json"},
     "CreateChatCompletion": {"application/json"},
     "CompareChatModels": {"application/json"},
+    "CreateEvaluation": {"application/json"},
     "CreateWebhookEndpoint": {"application/json"},
     "UpdateWebhookEndpoint": {"application/json"},
     "ReceiveOpenAIWebhook": {"application/json"},

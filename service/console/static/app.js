@@ -1,18 +1,18 @@
 // The console's entry: find out whether the service wants a key, ask for it,
-// then route between the views (#datasets, #jobs/<id>, #chat/<id>) and keep
+// then route between the views (#datasets, #jobs/<id>, #chat/<id>,
+// #evaluations/<id>) and keep
 // the visible one fresh by polling.
 
 import { ApiError, call, session } from "./api.js";
 import { chatView } from "./chat.js";
 import { datasetsView } from "./datasets.js";
+import { evaluationsView } from "./evaluations.js";
 import { jobsView } from "./jobs.js";
 import { announce, h, problemBox, show, showProblem } from "./ui.js";
 
 // Each view: title, heading (id), init(context), enter(arg, {focus, prefill}),
 // leave(), poll() -> milliseconds until its next poll.
-// Evaluations join here (with a nav entry and a section in index.html) once
-// the API has POST /evaluations.
-const VIEWS = { datasets: datasetsView, jobs: jobsView, chat: chatView };
+const VIEWS = { datasets: datasetsView, jobs: jobsView, chat: chatView, evaluations: evaluationsView };
 const DEFAULT_VIEW = "datasets";
 const PROBE = "/datasets?limit=1";
 const NOTICE_STORAGE = "finetune-console.notice";

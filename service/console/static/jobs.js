@@ -1,8 +1,10 @@
 // Jobs: start one, follow every job's status live (by polling), and see one
-// job's stages, training progress, loss curve, checkpoints and events.
+// job's stages, training progress, loss curve, checkpoints, events and the
+// evaluation it started when it succeeded.
 
 import { call, listAll } from "./api.js";
 import { lossChart } from "./chart.js";
+import { scoresTable } from "./evaluations.js";
 import {
   announce,
   count,
@@ -191,6 +193,17 @@ function facts(job) {
   if (job.trained_tokens) rows.push(["Trained tokens", count(job.trained_tokens)]);
   if (job.progress && !isTerminal(job.status)) rows.push(["Progress", progressText(job.progress)]);
   if (job.validation_dataset_id) rows.push(["Validation dataset", h("code", {}, job.validation_dataset_id)]);
+  const evaluation = job.evaluation;
+  if (evaluation) {
+    rows.push([
+      "Evaluation",
+      [
+        statusBadge(evaluation.status),
+        ` ${count(evaluation.progress.done)} of ${count(evaluation.progress.total)} held-out examples · `,
+        h("a", { href: `#evaluations/${encodeURIComponent(evaluation.id)}` }, "see every answer"),
+      ],
+    ]);
+  }
   return h(
     "div",
     {},
@@ -203,6 +216,9 @@ function facts(job) {
         )
       : null,
     h("dl", { class: "facts" }, rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)])),
+    evaluation && evaluation.summary
+      ? [h("h4", {}, "Tuned against base, on held-out examples"), scoresTable(evaluation.summary, ["exact_match", "chrf"])]
+      : null,
   );
 }
 
@@ -415,8 +431,10 @@ export const jobsView = {
 
   async poll() {
     await loadJobs();
-    if (selectedId && (!detail || !detail.finalised)) await refreshDetail(selection);
-    const busy = jobs.some((j) => !isTerminal(j.status)) || (detail && !detail.finalised);
+    // A succeeded job is still looked at while its evaluation runs.
+    const evaluating = Boolean(detail && detail.job && detail.job.evaluation && !isTerminal(detail.job.evaluation.status));
+    if (selectedId && (!detail || !detail.finalised || evaluating)) await refreshDetail(selection);
+    const busy = jobs.some((j) => !isTerminal(j.status)) || (detail && !detail.finalised) || evaluating;
     return busy ? FAST_POLL_MS : SLOW_POLL_MS;
   },
 };
