@@ -224,6 +224,14 @@ async def worker(settings) -> AsyncIterator:  # type: ignore[no-untyped-def]
 
     running = build_worker(settings, handle_signals=False, poll_delay=0.05)
     task = asyncio.create_task(running.async_run())
+    # Wait for start-up to finish: a test that then builds a large body in this loop
+    # would otherwise stall the worker's first Redis calls past their timeout.
+    deadline = asyncio.get_running_loop().time() + 60
+    while "resources" not in running.ctx:
+        if task.done():
+            task.result()  # start-up failed: raise its error here
+        assert asyncio.get_running_loop().time() < deadline, "the worker did not start"
+        await asyncio.sleep(0.01)
     yield running
     # Bounded, so a shutdown bug fails the run instead of hanging it.
     await asyncio.wait_for(close_worker(running), timeout=30)

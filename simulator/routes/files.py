@@ -31,11 +31,15 @@ async def create_file(request: AnyRequest, sim: Sim) -> dict[str, Any]:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise missing_parameter("file")
+    try:
+        # Litestar spools the part to a temporary file; a form read by hand is ours to close.
+        content = await upload.read()
+    finally:
+        await upload.close()
     if purpose is None:
         raise missing_parameter("purpose")
     if purpose not in PURPOSES:
         raise invalid_value("purpose", purpose, PURPOSES)
-    content = await upload.read()
     if len(content) > MAX_FILE_BYTES:
         raise OpenAIError(
             413, "File is too large. Files can be up to 512 MB; use the Uploads API for more."

@@ -87,7 +87,10 @@ async def add_part(upload_id: FromPath[str], request: AnyRequest, sim: Sim) -> d
     data = form.get("data")
     if not isinstance(data, UploadFile):
         raise missing_parameter("data")
-    content = await data.read()
+    try:
+        content = await data.read()
+    finally:
+        await data.close()
     if len(content) > MAX_PART_BYTES:
         raise OpenAIError(400, "Each part can be at most 64 MB.", param="data")
     part = UploadPart(identifiers.upload_part_id(), int(time.time()), content)

@@ -1,5 +1,8 @@
 """The seeds' loop through the service, with the self-hosted trainer as its provider.
 
+Each training of the tiny model costs tens of seconds, so one trained job serves
+several checks: chat, comparison and an evaluation against its base.
+
 PROVIDERS_FILE names one provider of kind `trainer`; the service counts the
 dataset's tokens with the tiny model's own tokenizer and chat template (learned
 from the trainer, no torch in this process), routes the job there, deploys the
@@ -13,6 +16,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -45,7 +49,15 @@ def env(env: dict[str, str], trainer: TrainerServer, tmp_path: Path) -> dict[str
         f'base_url = "{trainer.base_url}"\n'
         f'models = ["{TINY_MODEL}"]\n'
     )
-    overrides = {**env, "PROVIDERS_FILE": str(providers), "POLL_MAX_SECONDS": "0.5"}
+    overrides = {
+        **env,
+        "PROVIDERS_FILE": str(providers),
+        "POLL_MAX_SECONDS": "0.5",
+        # The trainer's built-in server answers one request at a time on CPU: a short
+        # queue for the evaluation, and runs long enough for an answer that waited.
+        "EVALUATION_CONCURRENCY_PER_PROVIDER": "2",
+        "TASK_TIMEOUT_SECONDS": "120",
+    }
     overrides.pop("OPENAI_API_KEY", None)
     return overrides
 
@@ -127,6 +139,34 @@ async def test_the_seed_loop_trains_on_the_trainer_through_the_service(client, w
     assert results["tuned"]["content"] == answer(QUESTION)
     assert results["base"]["model"] == TINY_MODEL
     assert results["base"]["content"] != answer(QUESTION)
+
+    # The same comparison with numbers: the tuned model against its base on all 29
+    # trained questions. (No validation split, so nothing was evaluated unasked.)
+    assert job["evaluation"] is None
+    started = await client.post(
+        "/evaluations",
+        headers=auth(),
+        json={"dataset_id": dataset["id"], "job_id": job["id"], "max_tokens": 200},
+    )
+    assert started.status_code == 202, started.text
+    done = await wait_for_evaluation(client, started.json()["id"])
+    assert done["status"] == "succeeded", done
+    assert done["progress"]["done"] == 29
+    scores = {m["model"]: m["scores"] for m in done["summary"]["models"]}
+    tuned, base = scores[job["fine_tuned_model"]], scores[TINY_MODEL]
+    assert tuned["chrf"]["mean"] > base["chrf"]["ci_high"]
+    assert tuned["exact_match"]["mean"] > base["exact_match"]["mean"]
+    assert done["summary"]["win_rate"]["rate"] > 0.8
+
+
+async def wait_for_evaluation(client, evaluation_id: str, timeout: float = 600) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = (await client.get(f"/evaluations/{evaluation_id}", headers=auth())).json()
+        if found["status"] in ("succeeded", "failed", "cancelled"):
+            return dict(found)
+        assert asyncio.get_running_loop().time() < deadline, f"still {found['status']}"
+        await asyncio.sleep(0.5)
 
 
 async def test_options_the_trainer_does_not_take_are_refused(client) -> None:

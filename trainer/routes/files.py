@@ -32,12 +32,12 @@ async def create_file(request: AnyRequest, trainer: Trainer) -> dict[str, Any]:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise missing_parameter("file")
-    if purpose is None:
-        raise missing_parameter("purpose")
-    if purpose not in UPLOAD_PURPOSES:
-        raise invalid_value("purpose", purpose, UPLOAD_PURPOSES)
     staged = trainer.files.staging_path()
     try:
+        if purpose is None:
+            raise missing_parameter("purpose")
+        if purpose not in UPLOAD_PURPOSES:
+            raise invalid_value("purpose", purpose, UPLOAD_PURPOSES)
         size = 0
         with staged.open("wb") as handle:
             while chunk := await upload.read(CHUNK):
@@ -56,6 +56,8 @@ async def create_file(request: AnyRequest, trainer: Trainer) -> dict[str, Any]:
             raise APIError(400, problem, param="file")
         stored = trainer.files.adopt(staged, upload.filename or "file.jsonl", str(purpose))
     finally:
+        # Litestar spools the part to a temporary file; a form read by hand is ours to close.
+        await upload.close()
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
         await upload.close()
