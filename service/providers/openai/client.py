@@ -112,62 +112,89 @@ async def _call(operation: Callable[[], Awaitable[T]]) -> T:
         raise to_provider_error(exc) from exc
 
 
-def _job(job: Any) -> ProviderJob:
+def _job(job: Mapping[str, Any]) -> ProviderJob:
+    """A job as the provider's JSON gives it (a dict, never an SDK model: polls are hot)."""
     error = None
+    failure = job.get("error")
     # The real API sends `error: {}` on jobs that have not failed.
-    if job.error is not None and getattr(job.error, "code", None):
+    if isinstance(failure, dict) and failure.get("code"):
         error = ProviderFailure(
-            code=job.error.code, message=job.error.message, param=job.error.param
+            code=str(failure["code"]),
+            message=str(failure.get("message") or ""),
+            param=failure.get("param") if isinstance(failure.get("param"), str) else None,
         )
-    status = STATUSES.get(job.status)
+    raw_status = str(job.get("status"))
+    status = STATUSES.get(raw_status)
     if status is None:
-        raise ProviderError(f"The provider reported an unknown status {job.status!r}", status=None)
+        raise ProviderError(f"The provider reported an unknown status {raw_status!r}", status=None)
     return ProviderJob(
-        id=job.id,
+        id=str(job["id"]),
         status=status,
-        raw_status=job.status,
-        fine_tuned_model=job.fine_tuned_model,
-        trained_tokens=job.trained_tokens,
-        finished_at=job.finished_at,
-        estimated_finish=getattr(job, "estimated_finish", None),
+        raw_status=raw_status,
+        fine_tuned_model=job.get("fine_tuned_model"),
+        trained_tokens=job.get("trained_tokens"),
+        finished_at=job.get("finished_at"),
+        estimated_finish=job.get("estimated_finish"),
         error=error,
-        result_refs=tuple(job.result_files or ()),
+        result_refs=tuple(job.get("result_files") or ()),
         hyperparameters=_resolved_hyperparameters(job),
     )
 
 
-def _resolved_hyperparameters(job: Any) -> dict[str, float]:
+def _sdk_job(job: Any) -> ProviderJob:
+    """A job the SDK returned (create, list, cancel: rare calls), read like the JSON."""
+    return _job(job.model_dump(mode="json"))
+
+
+def _resolved_hyperparameters(job: Mapping[str, Any]) -> dict[str, float]:
     """The numbers the provider settled on ("auto" values are left out until resolved)."""
-    found: dict[str, Any] = {}
-    method = getattr(job, "method", None)
-    kind = getattr(method, "type", None) if method is not None else None
-    chosen = getattr(method, kind, None) if kind else None
-    hyper = getattr(chosen, "hyperparameters", None) or getattr(job, "hyperparameters", None)
-    if hyper is not None:
-        found = hyper.model_dump() if hasattr(hyper, "model_dump") else dict(hyper)
+    method = job.get("method")
+    chosen = None
+    if isinstance(method, dict) and isinstance(method.get("type"), str):
+        chosen = method.get(method["type"])
+    hyper = chosen.get("hyperparameters") if isinstance(chosen, dict) else None
+    if not hyper:
+        hyper = job.get("hyperparameters")
+    if not isinstance(hyper, dict):
+        return {}
     return {
         name: value
-        for name, value in found.items()
+        for name, value in hyper.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
 
 
-def _event(event: Any) -> ProviderEvent:
-    data = dict(event.data or {}) if isinstance(event.data, dict) else {}
-    kind = event.type or "message"
+def _event(event: Mapping[str, Any]) -> ProviderEvent:
+    data = event.get("data")
+    data = dict(data) if isinstance(data, dict) else {}
+    kind = event.get("type") or "message"
     metrics = None
     if kind == "metrics" and "step" in data:
         metrics = {k: v for k, v in data.items() if isinstance(v, int | float)}
+    message = str(event.get("message") or "")
     return ProviderEvent(
-        id=event.id,
-        created_at=event.created_at,
-        level=event.level,
-        message=event.message,
+        id=str(event["id"]),
+        created_at=int(event["created_at"]),
+        level=str(event.get("level") or "info"),
+        message=message,
         type=kind,
         data=data,
         metrics=metrics,
         # OpenAI announces checkpoints only in the message text.
-        checkpoint_saved=event.message.startswith("Checkpoint created"),
+        checkpoint_saved=message.startswith("Checkpoint created"),
+    )
+
+
+def _checkpoint(item: Mapping[str, Any]) -> ProviderCheckpoint:
+    metrics = item.get("metrics")
+    return ProviderCheckpoint(
+        id=str(item["id"]),
+        created_at=int(item["created_at"]),
+        step_number=int(item["step_number"]),
+        fine_tuned_model_checkpoint=str(item["fine_tuned_model_checkpoint"]),
+        metrics={k: v for k, v in metrics.items() if v is not None}
+        if isinstance(metrics, dict)
+        else {},
     )
 
 
@@ -203,6 +230,8 @@ class OpenAICompatibleProvider:
             http_client=self._http,
         )
         self._job_extra_body = dict(job_extra_body or {})
+        self._base_url = str(self._client.base_url).rstrip("/")
+        self._read_headers = self._auth_headers()
         self._webhooks = WebhookVerifier(webhook_secret) if webhook_secret else None
         if self._webhooks is None:
             self.capabilities = Capabilities(pause_resume=True, webhooks=False)
@@ -251,7 +280,7 @@ class OpenAICompatibleProvider:
                 )
                 for job in page.data:
                     if (job.metadata or {}).get(METADATA_JOB_KEY) == spec.key:
-                        return _job(job)
+                        return _sdk_job(job)
                 if not page.has_more or not page.data or page.data[-1].created_at < oldest:
                     return None
                 after = page.data[-1].id
@@ -281,54 +310,68 @@ class OpenAICompatibleProvider:
                 extra_headers={"Idempotency-Key": f"create-job-{spec.key}"},
             )
         )
-        return _job(created)
+        return _sdk_job(created)
+
+    # Following a job is the hot path (every poll of every job): reads go over the
+    # pooled HTTP client with the SDK's URL and headers, and the JSON is read as
+    # dicts, without the SDK's request building and response models.
+    async def _get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        url = self._base_url + path
+        try:
+            response = await self._http.get(url, params=params, headers=self._read_headers)
+        except httpx2.TimeoutException:
+            raise ProviderError(
+                "The provider did not answer in time", status=None, timeout=True
+            ) from None
+        except httpx2.HTTPError as exc:
+            raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
+        if response.status_code >= 400:
+            raise _status_error(response.status_code, response.content, response.headers)
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise ProviderError(
+                f"The provider answered {path} with a body that is not JSON",
+                status=response.status_code,
+            ) from None
 
     async def get_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
+        found = await self._get_json(f"/fine_tuning/jobs/{job_id}")
+        return _job(found)
 
     async def cancel_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.cancel(job_id)))
+        return _sdk_job(await _call(lambda: self._client.fine_tuning.jobs.cancel(job_id)))
 
     async def pause_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.pause(job_id)))
+        return _sdk_job(await _call(lambda: self._client.fine_tuning.jobs.pause(job_id)))
 
     async def resume_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.resume(job_id)))
+        return _sdk_job(await _call(lambda: self._client.fine_tuning.jobs.resume(job_id)))
 
     async def events_since(self, job_id: str, cursor: str | None) -> list[ProviderEvent]:
-        async def collect() -> list[ProviderEvent]:
-            newest_first: list[ProviderEvent] = []
-            after: str | None = None
-            while True:
-                page = await self._client.fine_tuning.jobs.list_events(
-                    job_id, limit=EVENTS_PAGE, after=after if after else openai.omit
-                )
-                for event in page.data:
-                    if event.id == cursor:
-                        return newest_first[::-1]
-                    newest_first.append(_event(event))
-                if not page.has_more or not page.data:
+        newest_first: list[ProviderEvent] = []
+        params: dict[str, str | int] = {"limit": EVENTS_PAGE}
+        while True:
+            page = await self._get_json(f"/fine_tuning/jobs/{job_id}/events", params)
+            data = page.get("data") or []
+            for event in data:
+                if event.get("id") == cursor:
                     return newest_first[::-1]
-                after = page.data[-1].id
-
-        return await _call(collect)
+                newest_first.append(_event(event))
+            if not page.get("has_more") or not data:
+                return newest_first[::-1]
+            params = {"limit": EVENTS_PAGE, "after": str(data[-1]["id"])}
 
     async def checkpoints(self, job_id: str) -> list[ProviderCheckpoint]:
-        async def collect() -> list[ProviderCheckpoint]:
-            found: list[ProviderCheckpoint] = []
-            async for item in self._client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
-                found.append(
-                    ProviderCheckpoint(
-                        id=item.id,
-                        created_at=item.created_at,
-                        step_number=item.step_number,
-                        fine_tuned_model_checkpoint=item.fine_tuned_model_checkpoint,
-                        metrics=item.metrics.model_dump(exclude_none=True),
-                    )
-                )
-            return sorted(found, key=lambda c: c.step_number)
-
-        return await _call(collect)
+        found: list[ProviderCheckpoint] = []
+        params: dict[str, str | int] = {"limit": 100}
+        while True:
+            page = await self._get_json(f"/fine_tuning/jobs/{job_id}/checkpoints", params)
+            data = page.get("data") or []
+            found += [_checkpoint(item) for item in data]
+            if not page.get("has_more") or not data:
+                return sorted(found, key=lambda c: c.step_number)
+            params = {"limit": 100, "after": str(data[-1]["id"])}
 
     async def final_metrics(self, job: ProviderJob) -> list[dict[str, float]]:
         if job.status != "succeeded" or not job.result_refs:
@@ -353,16 +396,17 @@ class OpenAICompatibleProvider:
     # pooled HTTP client, with the SDK's URL and auth headers, but without the SDK's
     # request building and response models (about half the proxy's CPU per call,
     # see docs/benchmarks.md). The body is passed through as the provider sent it.
-    def _chat_request(self, body: Mapping[str, Any]) -> httpx2.Request:
-        headers = {
-            "Authorization": f"Bearer {self._client.api_key}",
-            "Content-Type": "application/json",
-        }
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._client.api_key}"}
         if self._client.organization:
             headers["OpenAI-Organization"] = self._client.organization
         if self._client.project:
             headers["OpenAI-Project"] = self._client.project
-        url = str(self._client.base_url).rstrip("/") + "/chat/completions"
+        return headers
+
+    def _chat_request(self, body: Mapping[str, Any]) -> httpx2.Request:
+        headers = {**self._read_headers, "Content-Type": "application/json"}
+        url = self._base_url + "/chat/completions"
         return self._http.build_request(
             "POST", url, content=json.dumps(body, ensure_ascii=False).encode(), headers=headers
         )
