@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Coroutine
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from arq.worker import Worker
 from redis.exceptions import RedisError
@@ -162,12 +165,22 @@ def _prepare() -> Settings:
     return settings
 
 
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop (libuv: cheaper socket writes and callbacks) when it is installed."""
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def _child_main() -> None:
     """A spawned worker process: the same environment, so the same settings."""
-    asyncio.run(_run(_prepare()))
+    _run_loop(_run(_prepare()))
 
 
 def main() -> None:
     settings = _prepare()
     children = Children(settings.worker_processes) if settings.worker_processes > 1 else None
-    asyncio.run(_run(settings, children))
+    _run_loop(_run(settings, children))

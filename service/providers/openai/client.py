@@ -38,6 +38,9 @@ from service.providers.openai.webhooks import WebhookVerifier
 SINGLE_UPLOAD_LIMIT = 512 * 1024 * 1024
 UPLOAD_PART_SIZE = 64 * 1024 * 1024
 EVENTS_PAGE = 100
+# A poll usually finds a few new events: its first page is small (less to send and
+# parse), later pages are full ones.
+FIRST_EVENTS_PAGE = 20
 # Our tag on every upstream job, so a retried create can find the job it already made.
 METADATA_JOB_KEY = "service_job_id"
 # How far back (seconds before our job was made) a lookup for an earlier create goes.
@@ -218,7 +221,9 @@ class OpenAICompatibleProvider:
         self.name = name
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(timeout, connect=10.0),
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=100),
+            # httpcore checks every pooled connection on each request, so a pool far
+            # larger than the concurrency a process uses costs CPU on every poll.
+            limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32),
         )
         self._client = AsyncOpenAI(
             api_key=api_key,
@@ -257,14 +262,14 @@ class OpenAICompatibleProvider:
                 raise ProviderError("The upload completed without a file", status=None)
             return str(upload.file.id)
 
-        async def single() -> Any:
-            with path.open("rb") as handle:
-                return await self._client.files.create(
-                    file=(filename, handle, "application/jsonl"), purpose="fine-tune"
-                )
-
-        created = await _call(single)
-        return str(created.id)
+        with path.open("rb") as handle:
+            created = await self._request_json(
+                "POST",
+                "/files",
+                files={"file": (filename, handle, "application/jsonl")},
+                data={"purpose": "fine-tune"},
+            )
+        return str(created["id"])
 
     async def _find_created(self, spec: JobSpec) -> ProviderJob | None:
         """The job an earlier attempt created for `spec.key`, matched on our metadata tag
@@ -296,29 +301,58 @@ class OpenAICompatibleProvider:
             found = await self._find_created(spec)
             if found is not None:
                 return found
-        created = await _call(
-            lambda: self._client.fine_tuning.jobs.create(
-                model=spec.model,
-                training_file=spec.training_file,
-                validation_file=spec.validation_file or openai.omit,
-                method=dict(spec.method) if spec.method else openai.omit,  # type: ignore[arg-type]
-                suffix=spec.suffix or openai.omit,
-                seed=spec.seed if spec.seed is not None else openai.omit,
-                metadata={**spec.metadata, METADATA_JOB_KEY: spec.key},
-                extra_body=dict(extra_body) or None,
-                # Honoured where the API supports it; the lookup above covers the rest.
-                extra_headers={"Idempotency-Key": f"create-job-{spec.key}"},
-            )
+        body: dict[str, Any] = {
+            "model": spec.model,
+            "training_file": spec.training_file,
+            "metadata": {**spec.metadata, METADATA_JOB_KEY: spec.key},
+        }
+        if spec.validation_file:
+            body["validation_file"] = spec.validation_file
+        if spec.method:
+            body["method"] = dict(spec.method)
+        if spec.suffix:
+            body["suffix"] = spec.suffix
+        if spec.seed is not None:
+            body["seed"] = spec.seed
+        body.update(extra_body)
+        created = await self._request_json(
+            "POST",
+            "/fine_tuning/jobs",
+            json_body=body,
+            # Honoured where the API supports it; the lookup above covers the rest.
+            headers={"Idempotency-Key": f"create-job-{spec.key}"},
         )
-        return _sdk_job(created)
+        return _job(created)
 
-    # Following a job is the hot path (every poll of every job): reads go over the
-    # pooled HTTP client with the SDK's URL and headers, and the JSON is read as
-    # dicts, without the SDK's request building and response models.
+    # Following a job is the hot path (every poll of every job), and staging and
+    # creating happen once per job: these calls go over the pooled HTTP client with
+    # the SDK's URL and headers, and the JSON is read as dicts, without the SDK's
+    # request building and response models.
     async def _get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        return await self._request_json("GET", path, params=params)
+
+    async def _request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         url = self._base_url + path
         try:
-            response = await self._http.get(url, params=params, headers=self._read_headers)
+            response = await self._http.request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                files=files,
+                data=data,
+                headers={**self._read_headers, **headers} if headers else self._read_headers,
+            )
         except httpx2.TimeoutException:
             raise ProviderError(
                 "The provider did not answer in time", status=None, timeout=True
@@ -350,7 +384,7 @@ class OpenAICompatibleProvider:
 
     async def events_since(self, job_id: str, cursor: str | None) -> list[ProviderEvent]:
         newest_first: list[ProviderEvent] = []
-        params: dict[str, str | int] = {"limit": EVENTS_PAGE}
+        params: dict[str, str | int] = {"limit": FIRST_EVENTS_PAGE if cursor else EVENTS_PAGE}
         while True:
             page = await self._get_json(f"/fine_tuning/jobs/{job_id}/events", params)
             data = page.get("data") or []
