@@ -363,7 +363,8 @@ class JobSync:
             return _jitter(min(DEPLOY_POLL_SECONDS, self.settings.poll_max_seconds))
         if poked:
             return AGAIN  # a provider webhook or an action arrived meanwhile
-        return _jitter(delay)
+        # Jitter spreads polls out, never past the longest interval (a promise to users).
+        return min(_jitter(delay), self.settings.poll_max_seconds)
 
     async def _deploy(self, job: Job, provider: Provider) -> Outcome:
         if job.fine_tuned_model is None:

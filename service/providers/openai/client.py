@@ -342,6 +342,33 @@ class OpenAICompatibleProvider:
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
+        content = await self._request_bytes(
+            method,
+            path,
+            params=params,
+            json_body=json_body,
+            files=files,
+            data=data,
+            headers=headers,
+        )
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise ProviderError(
+                f"The provider answered {path} with a body that is not JSON", status=None
+            ) from None
+
+    async def _request_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
         url = self._base_url + path
         try:
             response = await self._http.request(
@@ -361,13 +388,7 @@ class OpenAICompatibleProvider:
             raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
         if response.status_code >= 400:
             raise _status_error(response.status_code, response.content, response.headers)
-        try:
-            return json.loads(response.content)
-        except ValueError:
-            raise ProviderError(
-                f"The provider answered {path} with a body that is not JSON",
-                status=response.status_code,
-            ) from None
+        return response.content
 
     async def get_job(self, job_id: str) -> ProviderJob:
         found = await self._get_json(f"/fine_tuning/jobs/{job_id}")
@@ -410,8 +431,8 @@ class OpenAICompatibleProvider:
     async def final_metrics(self, job: ProviderJob) -> list[dict[str, float]]:
         if job.status != "succeeded" or not job.result_refs:
             return []
-        response = await _call(lambda: self._client.files.content(job.result_refs[0]))
-        return metrics_from_results(response.content)
+        content = await self._request_bytes("GET", f"/files/{job.result_refs[0]}/content")
+        return metrics_from_results(content)
 
     async def deploy(self, fine_tuned_model: str) -> bool:  # noqa: ARG002 - the seam's shape
         return True  # OpenAI serves a tuned model as soon as the job succeeds
