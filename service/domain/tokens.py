@@ -63,9 +63,12 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 
 
 def preload_encodings() -> None:
-    """Load every known encoding; a good `initializer=` for the ingest process pool."""
+    """Load every known encoding and build its counter (bpe-openai's takes a few
+    seconds); the `initializer=` of the ingest process pool, so no upload waits
+    for it."""
     for name in KNOWN_ENCODINGS:
         get_encoding(name)
+        token_counter(name)
 
 
 # Built once: json.dumps with options builds a new encoder on every call.
