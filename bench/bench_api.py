@@ -19,7 +19,7 @@ import time
 import httpx
 
 from bench import wrk
-from bench.report import block, fmt_ms, verdict
+from bench.report import block, fmt_ms, record_goal, verdict
 from bench.stack import AUTH, Stack, free_port, http_ok, section
 
 EXAMPLES = [
@@ -128,6 +128,13 @@ def main(argv: list[str]) -> int:
                 for name, runs in results.items()
             ),
         )
+    )
+    ratio = best["GET /jobs/{id}"].requests_per_second / hello.requests_per_second
+    record_goal(
+        "GET /jobs/{id} vs hello world",
+        f"{ratio:.0%} of its throughput (same server, c={args.connections})",
+        ">= 40 %",
+        ratio >= 0.4,
     )
     block("api", rows)
     errors = sum(r.errors for runs in results.values() for r in runs)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import httpx
 
 from bench import wrk
-from bench.report import block, fmt_ms, percentile, verdict
+from bench.report import block, fmt_ms, percentile, record_goal, verdict
 from bench.stack import AUTH, Stack, section
 
 MESSAGES = [
@@ -181,6 +181,22 @@ def main(argv: list[str]) -> int:
                 added_p99 = service.p99 - direct.p99
                 first_p50 = s_service.first_p50 - s_direct.first_p50
                 first_p99 = s_service.first_p99 - s_direct.first_p99
+                share = service.requests_per_second / direct.requests_per_second
+                if connections == 1:
+                    record_goal(
+                        "/chat added latency, c=1",
+                        f"p50 +{added_p50 * 1000:.2f} ms, p99 +{added_p99 * 1000:.2f} ms "
+                        "over calling the simulator directly",
+                        "p50 <= 2 ms, p99 <= 10 ms",
+                        added_p50 <= 0.002 and added_p99 <= 0.010,
+                    )
+                else:
+                    record_goal(
+                        f"/chat at {connections} connections",
+                        f"{share:.0%} of calling the simulator directly",
+                        ">= 60 %",
+                        share >= 0.6,
+                    )
                 rows += [
                     (f"c={connections} JSON direct", direct.line()),
                     (f"c={connections} JSON /chat", service.line()),

@@ -2,6 +2,7 @@
 
     python -m bench.bench_lifecycle [--jobs 1000] [--job-seconds 10]
         [--poll-min 1] [--poll-max 5] [--modes polling,webhooks]
+        [--worker-processes 1[,2,4]]
 
 For each mode a fresh stack (redis-server, API, simulator, one worker) runs
 `--jobs` jobs created together (32 POSTs in flight), each with a webhook_url
@@ -15,7 +16,13 @@ Reports, per mode: time from the first POST until every job's final webhook
 arrived; model-ready delay (tap arrival -> our `job.succeeded` webhook at the
 receiver) p50/p99/max; worker CPU seconds per job (/proc, whole run); Redis
 `used_memory` growth per job (everything the run left: records, events,
-deliveries, queue leftovers).
+deliveries, queue leftovers); Redis round trips per job (requests Redis read
+from all clients during the run: the API's job creation, the worker, arq's
+queue polling).
+
+`--worker-processes 1,2,4` repeats each mode with `WORKER_PROCESSES` set to
+each count (one `python -m worker` command, that many worker processes): the
+scale-out curve. CPU is then the whole process tree's.
 """
 
 from __future__ import annotations
@@ -33,22 +40,27 @@ from bench.lifecycle import (
     upstream_jobs_by_metadata,
     wait_final_webhooks,
 )
-from bench.report import block, fmt_ms, percentile, verdict
-from bench.stack import cpu_seconds, section
+from bench.report import block, fmt_ms, percentile, record_goal, verdict
+from bench.stack import redis_round_trips, section, tree_cpu_seconds
 
 
-def run_mode(args: argparse.Namespace, mode: str) -> tuple[list[tuple[str, str]], bool]:
+def run_mode(
+    args: argparse.Namespace, mode: str, processes: int = 1
+) -> tuple[list[tuple[str, str]], bool]:
     forward = mode == "webhooks"
+    mode = mode if processes == 1 else f"{mode} x{processes}"
     with job_stack(
         job_seconds=args.job_seconds,
         forward_webhooks=forward,
         poll_min=args.poll_min,
         poll_max=args.poll_max,
+        env_extra={"WORKER_PROCESSES": str(processes)},
     ) as js:
         dataset_id = create_dataset(js.base)
         redis = js.stack.redis_client()
         memory_before = int(redis.info("memory")["used_memory"])
-        cpu_before = cpu_seconds(js.worker.pid)
+        trips_before = redis_round_trips(redis)
+        cpu_before = tree_cpu_seconds(js.worker.pid)
         started = time.monotonic()
         with section(f"[{mode}] creating {args.jobs} jobs"):
             job_ids = create_jobs(js.base, dataset_id, args.jobs, js.receiver.url)
@@ -58,7 +70,8 @@ def run_mode(args: argparse.Namespace, mode: str) -> tuple[list[tuple[str, str]]
                 js.receiver, set(job_ids), time.monotonic() + args.timeout
             )
         elapsed = time.monotonic() - started
-        worker_cpu = cpu_seconds(js.worker.pid) - cpu_before
+        worker_cpu = tree_cpu_seconds(js.worker.pid) - cpu_before
+        trips = redis_round_trips(redis) - trips_before
         time.sleep(1)  # let the last acknowledgements land before reading Redis
         memory_after = int(redis.info("memory")["used_memory"])
         jobs = all_jobs(js.base)
@@ -77,7 +90,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> tuple[list[tuple[str, str]]
         for upstream_id, at in first_delivery.items()
         if upstream_id in js.tap.finished_at
     ]
-    goal = args.poll_max + 1 if mode == "polling" else 1.0
+    goal = args.poll_max + 1 if not forward else 1.0
     p99 = percentile(delays, 99)
     duplicates = sum(1 for n in upstream.values() if n > 1)
     rows = [
@@ -105,7 +118,13 @@ def run_mode(args: argparse.Namespace, mode: str) -> tuple[list[tuple[str, str]]
         ),
         (
             f"[{mode}] worker CPU",
-            f"{worker_cpu:.1f} s = {worker_cpu / len(job_ids) * 1000:.1f} ms per job",
+            f"{worker_cpu:.1f} s = {worker_cpu / len(job_ids) * 1000:.1f} ms per job  "
+            f"{verdict(worker_cpu / len(job_ids) * 1000, 15, at_least=False)}",
+        ),
+        (
+            f"[{mode}] Redis trips",
+            f"{trips} requests read = {trips / len(job_ids):.1f} per job (all clients)  "
+            f"{verdict(trips / len(job_ids), 20, at_least=False)}",
         ),
         (
             f"[{mode}] Redis memory",
@@ -113,6 +132,15 @@ def run_mode(args: argparse.Namespace, mode: str) -> tuple[list[tuple[str, str]]
             f"{(memory_after - memory_before) / len(job_ids) / 1024:.1f} KiB per job",
         ),
     ]
+    cpu_ms = worker_cpu / len(job_ids) * 1000
+    trips_per_job = trips / len(job_ids)
+    record_goal(
+        f"{len(job_ids)} jobs [{mode}]",
+        f"ready delay p50 {percentile(delays, 50):.1f} s, p99 {p99:.1f} s; "
+        f"{cpu_ms:.1f} ms worker CPU and {trips_per_job:.1f} Redis round trips per job",
+        f"p99 <= {goal:g} s, <= 15 ms, <= 20 trips",
+        p99 <= goal and cpu_ms <= 15 and trips_per_job <= 20,
+    )
     ok = finished and statuses.get("succeeded", 0) == len(job_ids) and duplicates == 0
     return rows, ok
 
@@ -125,19 +153,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--poll-max", type=float, default=5)
     parser.add_argument("--modes", default="polling,webhooks")
     parser.add_argument("--timeout", type=float, default=240, help="per mode, seconds")
+    parser.add_argument(
+        "--worker-processes", default="1", help="WORKER_PROCESSES values to run, e.g. 1,2,4"
+    )
     args = parser.parse_args(argv)
     rows = [
         (
             "setup",
             f"{args.jobs} jobs, simulator job_seconds={args.job_seconds:g}, "
-            f"POLL_MIN/MAX_SECONDS={args.poll_min:g}/{args.poll_max:g}, one worker",
+            f"POLL_MIN/MAX_SECONDS={args.poll_min:g}/{args.poll_max:g}, "
+            f"WORKER_PROCESSES={args.worker_processes}",
         )
     ]
     ok = True
-    for mode in (m.strip() for m in args.modes.split(",") if m.strip()):
-        mode_rows, mode_ok = run_mode(args, mode)
-        rows += mode_rows
-        ok = ok and mode_ok
+    counts = [int(n) for n in args.worker_processes.split(",") if n.strip()]
+    for processes in counts:
+        for mode in (m.strip() for m in args.modes.split(",") if m.strip()):
+            mode_rows, mode_ok = run_mode(args, mode, processes)
+            rows += mode_rows
+            ok = ok and mode_ok
     block("lifecycle", rows)
     return 0 if ok else 1
 

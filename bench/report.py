@@ -6,6 +6,7 @@ import math
 import os
 import platform
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -41,12 +42,52 @@ def machine() -> str:
     )
 
 
+@dataclass(frozen=True)
+class Goal:
+    """One row of issue #20's table: a measure, its figure (as a ratio against the
+    baseline run beside it), the goal and whether this run met it."""
+
+    measure: str
+    measured: str
+    goal: str
+    met: bool | None
+
+
+# Filled by the benchmarks as they run; `python -m bench` prints them together.
+GOALS: list[Goal] = []
+
+
+def record_goal(measure: str, measured: str, goal: str, met: bool | None) -> None:
+    GOALS.append(Goal(measure, measured, goal, met))
+
+
+def goals_table(goals: Sequence[Goal]) -> None:
+    """The goal rows of this run as one table, with the load the machine was under."""
+    if not goals:
+        return
+    width = max(len(g.measure) for g in goals)
+    print()
+    print("=== goals (issue #20)")
+    print(f"    machine: {machine()}; load average {load_average()}")
+    for g in goals:
+        state = "n/a" if g.met is None else ("met" if g.met else "MISSED")
+        print(f"    {g.measure.ljust(width)}  {g.measured}  [goal {g.goal}: {state}]")
+    print(flush=True)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def block(title: str, rows: Sequence[tuple[str, str]]) -> None:
     """Print a titled block of `name: value` lines, aligned."""
     width = max((len(name) for name, _ in rows), default=0)
     print()
     print(f"=== {title}")
-    print(f"    machine: {machine()}")
+    print(f"    machine: {machine()}; load average {load_average()}")
     for name, value in rows:
         print(f"    {name.ljust(width)}  {value}")
     print(flush=True)

@@ -268,6 +268,28 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children, their children...)."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        below = [child for parent in frontier for child in children(parent)]
+        found += below
+        frontier = below
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and every live process below it (WORKER_PROCESSES children)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in descendants(pid))
+
+
+def redis_round_trips(client: redis.Redis) -> int:
+    """Requests Redis has read from its clients so far (`total_reads_processed`): a
+    pipeline or a script is one, as it is one round trip for the client."""
+    return int(client.info("stats")["total_reads_processed"])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process, in seconds."""
     try:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # Processes
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # `python -m service` serves with this many processes on one port (uvicorn's
+    # workers); `python -m worker` runs this many arq workers under one parent.
+    api_processes: int = Field(default=1, ge=1, le=64)
+    worker_processes: int = Field(default=1, ge=1, le=64)
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
 

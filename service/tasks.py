@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from arq.connections import ArqRedis
@@ -23,6 +24,14 @@ QUEUE_NAME: Final = "fts:queue"
 # arq's own key prefixes (arq.constants); used to look at the queue directly.
 ARQ_JOB_KEY_PREFIX: Final = "arq:job:"
 ARQ_IN_PROGRESS_KEY_PREFIX: Final = "arq:in-progress:"
+
+# The priority lane. arq's queue is a sorted set read lowest score (earliest due)
+# first; urgent work (a provider's webhook, a final-state notification) is given a
+# due time this far in the past, so it is picked before any backlog of polls that
+# are merely due now, however long that backlog is.
+PRIORITY_LEAD_MS: Final = 24 * 3600 * 1000
+# arq sizes a job's expiry from its due time; urgent ones get the usual day.
+URGENT_EXPIRES: Final = timedelta(days=1)
 
 SYNC_JOB: Final = "sync_job"
 DELIVER_WEBHOOK: Final = "deliver_webhook"
@@ -75,43 +84,67 @@ async def is_scheduled(queue: ArqRedis, arq_job_id: str) -> bool:
     return bool(found)
 
 
+def urgent_score() -> int:
+    """A queue score that puts a job ahead of everything merely due (see PRIORITY_LEAD_MS)."""
+    return int(time.time() * 1000) - PRIORITY_LEAD_MS
+
+
 async def _enqueue(
-    queue: ArqRedis, function: str, arq_job_id: str, *args: Any, defer_by: float | None = None
+    queue: ArqRedis,
+    function: str,
+    arq_job_id: str,
+    *args: Any,
+    defer_by: float | None = None,
+    urgent: bool = False,
 ) -> bool:
+    deferred = defer_by is not None and defer_by > 0
     job = await queue.enqueue_job(
         function,
         *args,
         _job_id=arq_job_id,
         _queue_name=QUEUE_NAME,
-        _defer_by=defer_by if defer_by and defer_by > 0 else None,
+        _defer_by=defer_by if deferred else None,
+        _defer_until=datetime.fromtimestamp(urgent_score() / 1000, UTC)
+        if urgent and not deferred
+        else None,
+        _expires=URGENT_EXPIRES if urgent and not deferred else None,
         **_correlation(),
     )
     return job is not None
 
 
-async def enqueue_sync_job(queue: ArqRedis, job_id: str, *, defer_by: float | None = None) -> bool:
+async def enqueue_sync_job(
+    queue: ArqRedis, job_id: str, *, defer_by: float | None = None, urgent: bool = False
+) -> bool:
     """Schedule the step that moves one of our jobs forward. False when already scheduled."""
-    return await _enqueue(queue, SYNC_JOB, sync_job_id(job_id), job_id, defer_by=defer_by)
+    return await _enqueue(
+        queue, SYNC_JOB, sync_job_id(job_id), job_id, defer_by=defer_by, urgent=urgent
+    )
 
 
 async def sync_job_now(queue: ArqRedis, job_id: str) -> None:
-    """Run a job's sync as soon as possible, even if it is waiting on a long poll delay.
+    """Run a job's sync before anything else, even if it waits on a long poll delay.
 
     A deferred arq job sits in the queue's sorted set with its run time as the
-    score; moving that score to now (XX: only if present) pulls it forward. If
-    it is not queued at all, enqueue it. If it is running, the running task
-    sees the `poke` flag (set by the caller) when it finishes and polls again.
+    score; moving that score into the priority lane (XX: only if present) pulls
+    it ahead of every poll that is merely due. If it is not queued at all,
+    enqueue it there. If it is running, the running task sees the `poke` flag
+    (set by the caller) when it writes and runs the step again at once.
     """
-    moved = await queue.zadd(
-        QUEUE_NAME, {sync_job_id(job_id): time.time() * 1000}, xx=True, ch=True
-    )
+    moved = await queue.zadd(QUEUE_NAME, {sync_job_id(job_id): urgent_score()}, xx=True, ch=True)
     if not moved:
-        await enqueue_sync_job(queue, job_id)
+        await enqueue_sync_job(queue, job_id, urgent=True)
 
 
 async def enqueue_delivery(
-    queue: ArqRedis, delivery_id: str, *, attempt: int, defer_by: float | None = None
+    queue: ArqRedis,
+    delivery_id: str,
+    *,
+    attempt: int,
+    defer_by: float | None = None,
+    urgent: bool = False,
 ) -> bool:
+    """Schedule one delivery attempt; `urgent` (a job's final state) takes the priority lane."""
     return await _enqueue(
         queue,
         DELIVER_WEBHOOK,
@@ -119,6 +152,7 @@ async def enqueue_delivery(
         delivery_id,
         attempt,
         defer_by=defer_by,
+        urgent=urgent,
     )
 
 

@@ -413,6 +413,12 @@ def fail(job: Job, code: str, message: str, param: str | None, step: Step) -> No
 
 
 def next_poll(job: Job, step: Step, *, minimum: float, maximum: float) -> float:
-    """How long to wait before polling again, and the unchanged-poll count behind it."""
-    job.unchanged_polls = 0 if step.changed or step.entries else job.unchanged_polls + 1
+    """How long to wait before polling again, and the unchanged-poll count behind it.
+
+    A change of status brings polls back to the quickest; new events alone do
+    not. A training job reports progress steadily, and polling it at the
+    quickest pace for that would cost a request per second per job for no
+    change anyone waits on (progress is read at least every `maximum` seconds).
+    """
+    job.unchanged_polls = 0 if step.changed else job.unchanged_polls + 1
     return poll_delay(job.unchanged_polls, minimum=minimum, maximum=maximum)

@@ -109,6 +109,9 @@ class Upstream(BaseModel):
     create_attempted: bool = False
     # The numbers the provider settled on for "auto" hyperparameters.
     hyperparameters: dict[str, float] = Field(default_factory=dict)
+    # What the last poll saw (status and the fields that move with it): a poll
+    # that sees the same reads nothing more (service.jobs.sync).
+    marker: str | None = None
 
 
 class JobProgress(BaseModel):
@@ -152,6 +155,8 @@ class Job(Record):
     finished_at: str | None = None
     # Worker bookkeeping.
     event_cursor: str | None = None
+    # When the provider's events were last read (unix seconds).
+    events_read_at: float | None = None
     unchanged_polls: int = 0
     sync_errors: int = 0
     deploy_attempts: int = 0

@@ -20,11 +20,17 @@ Encoding is by target model: `o200k_base` for gpt-4o*, gpt-4.1* and o-series
 models, `cl100k_base` for gpt-3.5-turbo and gpt-4. Texts are encoded with
 `encode_ordinary`, so text that happens to spell a special token
 (`<|endoftext|>`) is counted as text instead of raising as `encode` would.
+
+Counting uses `bpe-openai` (a Rust BPE that gives tiktoken's exact counts for
+these encodings, 2-4x faster per thread) when it is installed, and tiktoken
+otherwise; tiktoken stays the reference the tests compare it with.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -57,9 +63,12 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 
 
 def preload_encodings() -> None:
-    """Load every known encoding; a good `initializer=` for the ingest process pool."""
+    """Load every known encoding and build its counter (bpe-openai's takes a few
+    seconds); the `initializer=` of the ingest process pool, so no upload waits
+    for it."""
     for name in KNOWN_ENCODINGS:
         get_encoding(name)
+        token_counter(name)
 
 
 # Built once: json.dumps with options builds a new encoder on every call.
@@ -145,15 +154,52 @@ def token_counter(tokenizer: str) -> Callable[[str], int]:
 
     `tokenizer` is a tiktoken encoding name, or `hf:<path to tokenizer.json>`
     for an open-weight model (read with the `tokenizers` library; no torch).
-
-    For tiktoken this is len(encode_ordinary(text)), which turns every token
-    into a Python int in a new list and costs about as much as the encoding
-    itself for long texts; the buffer that `encode_to_numpy` uses internally
-    avoids that. When this tiktoken version lacks it, the public method is
-    used. Tests check that both give the same counts.
+    A tiktoken encoding is counted by bpe-openai when it is installed (tests
+    compare it with tiktoken on a corpus of edge cases), else by tiktoken.
     """
     if tokenizer.startswith(HF_PREFIX):
         return _hf_counter(tokenizer.removeprefix(HF_PREFIX))
+    fast = fast_counter(tokenizer)
+    reference = tiktoken_counter(tokenizer)
+    if fast is None:
+        return reference
+
+    def count_fast(text: str) -> int:
+        try:
+            return fast(text)
+        except UnicodeEncodeError:
+            # Lone surrogates: tiktoken repairs them the way the provider counts.
+            return reference(text)
+
+    return count_fast
+
+
+def fast_counter(encoding_name: str) -> Callable[[str], int] | None:
+    """bpe-openai's counter for a tiktoken encoding, or None when it is not installed or
+    does not know the encoding (the caller then counts with tiktoken)."""
+    # bpe-openai's package reads its rank files with a deprecated importlib API.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            bindings = importlib.import_module("bpe_openai._bindings")
+        except ImportError:
+            return None
+        if encoding_name not in bindings.supported_encodings():
+            return None
+        counter: Callable[[str], int] = bindings.tokenizer_for_encoding(encoding_name).count
+    return counter
+
+
+@cache
+def tiktoken_counter(tokenizer: str) -> Callable[[str], int]:
+    """tiktoken's count of a text without special tokens: the reference.
+
+    len(encode_ordinary(text)) turns every token into a Python int in a new
+    list and costs about as much as the encoding itself for long texts; the
+    buffer that `encode_to_numpy` uses internally avoids that. When this
+    tiktoken version lacks it, the public method is used. Tests check that
+    both give the same counts.
+    """
     encoding = get_encoding(tokenizer)
     core = getattr(encoding, "_core_bpe", None)
     to_buffer = getattr(core, "encode_to_tiktoken_buffer", None)

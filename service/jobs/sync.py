@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from service import tasks
@@ -42,7 +43,7 @@ from service.providers.base import (
     ProviderJob,
 )
 from service.resources import Resources
-from service.store.jobs import Changes
+from service.store.jobs import Changes, JobSnapshot
 from service.webhooks.events import emit_job_event
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ RACE_PAUSE_SECONDS = 0.05
 # Polls while deploying: a tuned model becomes servable within seconds to minutes.
 DEPLOY_POLL_SECONDS = 2.0
 MAX_WRITE_ATTEMPTS = 20
+# A step poked while it ran is run again in the same task, this many times at most.
+MAX_IMMEDIATE_ROUNDS = 4
+AGAIN = "again"
 
 Outcome = str | float
 
@@ -104,12 +108,26 @@ class JobSync:
         self.resources = resources
         self.jobs = resources.jobs
         self.settings = resources.settings
+        # The job as the step first read it: the base of its first write, so a poll
+        # that changes nothing reads the record once (a stale one just loses the race).
+        self._first_read: JobSnapshot | None = None
 
     async def step(self, job_id: str) -> Outcome:
-        job = await self.jobs.get(job_id)
-        if job is None:
+        """One sync step; again at once (up to a few times) while a provider webhook or an
+        action arrives during it, rather than queueing behind other jobs' polls."""
+        for _ in range(MAX_IMMEDIATE_ROUNDS):
+            outcome = await self._step_once(job_id)
+            if outcome != AGAIN:
+                return outcome
+        return RACE_PAUSE_SECONDS
+
+    async def _step_once(self, job_id: str) -> Outcome:
+        snapshot = await self.jobs.read(job_id)
+        if snapshot is None:
             logger.warning("job vanished before it could be synced", extra={"job_id": job_id})
             return "gone"
+        self._first_read = snapshot
+        job = snapshot.job.model_copy(deep=True)
         provider = self.resources.providers.get(job.provider)
         try:
             return await self._advance(job, provider)
@@ -127,7 +145,9 @@ class JobSync:
         """Re-read, apply `decide`, announce what became due, and write it all at once;
         again on a lost race. Returns the job as written and whether a poke arrived."""
         for _ in range(MAX_WRITE_ATTEMPTS):
-            snapshot = await self.jobs.read(job_id)
+            snapshot, self._first_read = self._first_read, None
+            if snapshot is None or snapshot.job.id != job_id:
+                snapshot = await self.jobs.read(job_id)
             if snapshot is None:
                 raise _Gone
             job, step = snapshot.job, Step()
@@ -302,12 +322,19 @@ class JobSync:
     async def _poll(self, job: Job, provider: Provider) -> Outcome:
         upstream_id = _upstream_id(job)
         remote = await provider.get_job(upstream_id)
-        events = await provider.events_since(upstream_id, job.event_cursor)
+        # Events, checkpoints and results are read only when the job moved: its status
+        # or what it reports changed, or (while it trains, for progress) the events
+        # were last read a longest poll interval ago. Most polls are one request.
+        now = time.time()
+        moved = _marker(remote) != job.upstream.marker
+        stale = now - (job.events_read_at or 0.0) >= self.settings.poll_max_seconds
+        read_events = moved or (remote.status == "running" and stale)
+        events = await provider.events_since(upstream_id, job.event_cursor) if read_events else []
         checkpoints: list[JobCheckpoint] = []
         trained = remote.status == "succeeded"
-        if trained or is_terminal(remote.status) or any(e.checkpoint_saved for e in events):
+        if (moved and is_terminal_upstream(remote)) or any(e.checkpoint_saved for e in events):
             checkpoints = [checkpoint_record(c) for c in await provider.checkpoints(upstream_id)]
-        results = await provider.final_metrics(remote) if trained else []
+        results = await provider.final_metrics(remote) if trained and moved else []
         ready = False
         evaluation_id = None
         if trained and remote.fine_tuned_model:
@@ -325,6 +352,9 @@ class JobSync:
         def decide(j: Job, s: Step) -> None:
             nonlocal delay
             rules.observe(j, view, seen, s)
+            j.upstream.marker = _marker(remote)
+            if read_events:
+                j.events_read_at = now
             s.entries += rules.results_entries(results)
             if ready and j.status == JobStatus.DEPLOYING:
                 rules.deployed(j, s)
@@ -342,8 +372,9 @@ class JobSync:
         if job.status == JobStatus.DEPLOYING:
             return _jitter(min(DEPLOY_POLL_SECONDS, self.settings.poll_max_seconds))
         if poked:
-            return RACE_PAUSE_SECONDS  # a provider webhook or an action arrived meanwhile
-        return _jitter(delay)
+            return AGAIN  # a provider webhook or an action arrived meanwhile
+        # Jitter spreads polls out, never past the longest interval (a promise to users).
+        return min(_jitter(delay), self.settings.poll_max_seconds)
 
     async def _deploy(self, job: Job, provider: Provider) -> Outcome:
         if job.fine_tuned_model is None:
@@ -429,6 +460,20 @@ class JobSync:
             if await tasks.enqueue_sync_job(queue, job_id):
                 scheduled += 1
         return scheduled
+
+
+def is_terminal_upstream(remote: ProviderJob) -> bool:
+    return remote.status in ("succeeded", "failed", "cancelled")
+
+
+def _marker(remote: ProviderJob) -> str:
+    """What a poll compares to learn whether the job moved since the last one: its
+    status and the fields a provider changes on the way (not the moving estimate)."""
+    error = remote.error.code if remote.error else ""
+    return (
+        f"{remote.raw_status}|{remote.fine_tuned_model or ''}|{remote.trained_tokens or ''}|"
+        f"{remote.finished_at or ''}|{error}|{len(remote.result_refs)}"
+    )
 
 
 def _unchanged(job: Job, step: Step) -> None:

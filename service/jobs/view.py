@@ -70,11 +70,21 @@ class Job(BaseModel):
 
 
 def public_job(job: JobRecord, *, evaluation: JobEvaluation | None = None) -> Job:
-    """`evaluation`: the brief of the job's evaluation, which lives in its own record
-    (the caller reads it: `service.webhooks.events.job_evaluation_of`)."""
+    """The caller's view of a stored job.
+
+    `evaluation`: the brief of the job's evaluation, which lives in its own record
+    (the caller reads it: `service.evaluations.automatic.job_evaluation_of`).
+
+    Built with `model_construct`: every value comes from a record that was
+    validated when it was read, so validating it again would only cost time
+    on the hottest read (`GET /jobs/{id}`, and every webhook payload).
+    """
     upstream = job.upstream
-    return Job(
+    error = job.error
+    progress = job.progress
+    return Job.model_construct(
         id=job.id,
+        object="job",
         status=job.status,
         dataset_id=job.dataset_id,
         validation_dataset_id=job.validation_dataset_id,
@@ -86,22 +96,22 @@ def public_job(job: JobRecord, *, evaluation: JobEvaluation | None = None) -> Jo
         webhook_url=job.webhook_url,
         # Null until the tuned model answers chat (not while it is being deployed).
         fine_tuned_model=job.fine_tuned_model if job.status == JobStatus.SUCCEEDED else None,
-        error=JobError(**job.error.model_dump()) if job.error else None,
+        error=JobError.model_construct(code=error.code, message=error.message, param=error.param)
+        if error
+        else None,
         trained_tokens=job.trained_tokens,
         estimated_finish=job.estimated_finish,
-        progress=(
-            JobProgress(
-                step=job.progress.step,
-                total_steps=job.progress.total_steps,
-                percent=job.progress.percent,
-                estimated_finish=job.progress.estimated_finish,
-            )
-            if job.progress
-            else None
-        ),
+        progress=JobProgress.model_construct(
+            step=progress.step,
+            total_steps=progress.total_steps,
+            percent=progress.percent,
+            estimated_finish=progress.estimated_finish,
+        )
+        if progress
+        else None,
         cancel_requested=job.cancel_requested,
         evaluation=evaluation,
-        provider=ProviderState(
+        provider=ProviderState.model_construct(
             name=job.provider,
             job_id=upstream.job_id,
             status=upstream.status,

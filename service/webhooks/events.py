@@ -142,7 +142,10 @@ async def emit_event(
         if await store.add_delivery(delivery):
             created += 1
         # Enqueue even if it existed: a crash may have come between store and enqueue.
-        await tasks.enqueue_delivery(resources.queue, delivery.id, attempt=1)
+        # A final state is what receivers wait on: it goes ahead of polls (priority lane).
+        await tasks.enqueue_delivery(
+            resources.queue, delivery.id, attempt=1, urgent=event_type in FINAL_TYPES
+        )
     if targets:
         logger.info(
             "event emitted",

@@ -67,6 +67,63 @@ def test_api_and_worker_processes_become_ready_and_stop_cleanly(env: dict[str, s
     assert '"worker stopped"' in worker_out
 
 
+def test_several_api_and_worker_processes_from_one_command_each(env: dict[str, str]) -> None:
+    """API_PROCESSES and WORKER_PROCESSES: one command each, several processes serving,
+    every one of them gone after SIGTERM to the command."""
+    port = free_port()
+    proc_env = {**env, "PORT": str(port), "API_PROCESSES": "2", "WORKER_PROCESSES": "3"}
+    api = _spawn("service", proc_env)
+    worker = _spawn("worker", proc_env)
+    try:
+        deadline = time.monotonic() + 60
+        workers = 0
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                workers = response.json().get("workers", 0) if response.status_code == 200 else 0
+                if workers == 3:
+                    break
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.3)
+        assert workers == 3, "three worker processes never reported in"
+        api_children = [pid for pid in _children(api.pid) if _is_python(pid)]
+        worker_children = [pid for pid in _children(worker.pid) if _is_python(pid)]
+    finally:
+        api_rc, api_out = _stop(api)
+        worker_rc, worker_out = _stop(worker)
+    assert api_rc in (0, -signal.SIGTERM), api_out
+    assert worker_rc == 0, worker_out
+    assert worker_out.count('"worker stopped"') == 3, worker_out
+    # uvicorn's processes (and multiprocessing's resource tracker) are children too.
+    assert len(worker_children) >= 2
+    assert len(api_children) >= 2
+    time.sleep(0.5)
+    assert not [pid for pid in api_children + worker_children if _is_python(pid)], (
+        "a child process outlived its command"
+    )
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return "python" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize(
     ("module", "overrides", "variable"),
     [

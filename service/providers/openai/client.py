@@ -38,6 +38,9 @@ from service.providers.openai.webhooks import WebhookVerifier
 SINGLE_UPLOAD_LIMIT = 512 * 1024 * 1024
 UPLOAD_PART_SIZE = 64 * 1024 * 1024
 EVENTS_PAGE = 100
+# A poll usually finds a few new events: its first page is small (less to send and
+# parse), later pages are full ones.
+FIRST_EVENTS_PAGE = 20
 # Our tag on every upstream job, so a retried create can find the job it already made.
 METADATA_JOB_KEY = "service_job_id"
 # How far back (seconds before our job was made) a lookup for an earlier create goes.
@@ -112,62 +115,89 @@ async def _call(operation: Callable[[], Awaitable[T]]) -> T:
         raise to_provider_error(exc) from exc
 
 
-def _job(job: Any) -> ProviderJob:
+def _job(job: Mapping[str, Any]) -> ProviderJob:
+    """A job as the provider's JSON gives it (a dict, never an SDK model: polls are hot)."""
     error = None
+    failure = job.get("error")
     # The real API sends `error: {}` on jobs that have not failed.
-    if job.error is not None and getattr(job.error, "code", None):
+    if isinstance(failure, dict) and failure.get("code"):
         error = ProviderFailure(
-            code=job.error.code, message=job.error.message, param=job.error.param
+            code=str(failure["code"]),
+            message=str(failure.get("message") or ""),
+            param=failure.get("param") if isinstance(failure.get("param"), str) else None,
         )
-    status = STATUSES.get(job.status)
+    raw_status = str(job.get("status"))
+    status = STATUSES.get(raw_status)
     if status is None:
-        raise ProviderError(f"The provider reported an unknown status {job.status!r}", status=None)
+        raise ProviderError(f"The provider reported an unknown status {raw_status!r}", status=None)
     return ProviderJob(
-        id=job.id,
+        id=str(job["id"]),
         status=status,
-        raw_status=job.status,
-        fine_tuned_model=job.fine_tuned_model,
-        trained_tokens=job.trained_tokens,
-        finished_at=job.finished_at,
-        estimated_finish=getattr(job, "estimated_finish", None),
+        raw_status=raw_status,
+        fine_tuned_model=job.get("fine_tuned_model"),
+        trained_tokens=job.get("trained_tokens"),
+        finished_at=job.get("finished_at"),
+        estimated_finish=job.get("estimated_finish"),
         error=error,
-        result_refs=tuple(job.result_files or ()),
+        result_refs=tuple(job.get("result_files") or ()),
         hyperparameters=_resolved_hyperparameters(job),
     )
 
 
-def _resolved_hyperparameters(job: Any) -> dict[str, float]:
+def _sdk_job(job: Any) -> ProviderJob:
+    """A job the SDK returned (create, list, cancel: rare calls), read like the JSON."""
+    return _job(job.model_dump(mode="json"))
+
+
+def _resolved_hyperparameters(job: Mapping[str, Any]) -> dict[str, float]:
     """The numbers the provider settled on ("auto" values are left out until resolved)."""
-    found: dict[str, Any] = {}
-    method = getattr(job, "method", None)
-    kind = getattr(method, "type", None) if method is not None else None
-    chosen = getattr(method, kind, None) if kind else None
-    hyper = getattr(chosen, "hyperparameters", None) or getattr(job, "hyperparameters", None)
-    if hyper is not None:
-        found = hyper.model_dump() if hasattr(hyper, "model_dump") else dict(hyper)
+    method = job.get("method")
+    chosen = None
+    if isinstance(method, dict) and isinstance(method.get("type"), str):
+        chosen = method.get(method["type"])
+    hyper = chosen.get("hyperparameters") if isinstance(chosen, dict) else None
+    if not hyper:
+        hyper = job.get("hyperparameters")
+    if not isinstance(hyper, dict):
+        return {}
     return {
         name: value
-        for name, value in found.items()
+        for name, value in hyper.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
 
 
-def _event(event: Any) -> ProviderEvent:
-    data = dict(event.data or {}) if isinstance(event.data, dict) else {}
-    kind = event.type or "message"
+def _event(event: Mapping[str, Any]) -> ProviderEvent:
+    data = event.get("data")
+    data = dict(data) if isinstance(data, dict) else {}
+    kind = event.get("type") or "message"
     metrics = None
     if kind == "metrics" and "step" in data:
         metrics = {k: v for k, v in data.items() if isinstance(v, int | float)}
+    message = str(event.get("message") or "")
     return ProviderEvent(
-        id=event.id,
-        created_at=event.created_at,
-        level=event.level,
-        message=event.message,
+        id=str(event["id"]),
+        created_at=int(event["created_at"]),
+        level=str(event.get("level") or "info"),
+        message=message,
         type=kind,
         data=data,
         metrics=metrics,
         # OpenAI announces checkpoints only in the message text.
-        checkpoint_saved=event.message.startswith("Checkpoint created"),
+        checkpoint_saved=message.startswith("Checkpoint created"),
+    )
+
+
+def _checkpoint(item: Mapping[str, Any]) -> ProviderCheckpoint:
+    metrics = item.get("metrics")
+    return ProviderCheckpoint(
+        id=str(item["id"]),
+        created_at=int(item["created_at"]),
+        step_number=int(item["step_number"]),
+        fine_tuned_model_checkpoint=str(item["fine_tuned_model_checkpoint"]),
+        metrics={k: v for k, v in metrics.items() if v is not None}
+        if isinstance(metrics, dict)
+        else {},
     )
 
 
@@ -191,7 +221,9 @@ class OpenAICompatibleProvider:
         self.name = name
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(timeout, connect=10.0),
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=100),
+            # httpcore checks every pooled connection on each request, so a pool far
+            # larger than the concurrency a process uses costs CPU on every poll.
+            limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32),
         )
         self._client = AsyncOpenAI(
             api_key=api_key,
@@ -203,6 +235,8 @@ class OpenAICompatibleProvider:
             http_client=self._http,
         )
         self._job_extra_body = dict(job_extra_body or {})
+        self._base_url = str(self._client.base_url).rstrip("/")
+        self._read_headers = self._auth_headers()
         self._webhooks = WebhookVerifier(webhook_secret) if webhook_secret else None
         if self._webhooks is None:
             self.capabilities = Capabilities(pause_resume=True, webhooks=False)
@@ -228,14 +262,14 @@ class OpenAICompatibleProvider:
                 raise ProviderError("The upload completed without a file", status=None)
             return str(upload.file.id)
 
-        async def single() -> Any:
-            with path.open("rb") as handle:
-                return await self._client.files.create(
-                    file=(filename, handle, "application/jsonl"), purpose="fine-tune"
-                )
-
-        created = await _call(single)
-        return str(created.id)
+        with path.open("rb") as handle:
+            created = await self._request_json(
+                "POST",
+                "/files",
+                files={"file": (filename, handle, "application/jsonl")},
+                data={"purpose": "fine-tune"},
+            )
+        return str(created["id"])
 
     async def _find_created(self, spec: JobSpec) -> ProviderJob | None:
         """The job an earlier attempt created for `spec.key`, matched on our metadata tag
@@ -251,7 +285,7 @@ class OpenAICompatibleProvider:
                 )
                 for job in page.data:
                     if (job.metadata or {}).get(METADATA_JOB_KEY) == spec.key:
-                        return _job(job)
+                        return _sdk_job(job)
                 if not page.has_more or not page.data or page.data[-1].created_at < oldest:
                     return None
                 after = page.data[-1].id
@@ -267,74 +301,138 @@ class OpenAICompatibleProvider:
             found = await self._find_created(spec)
             if found is not None:
                 return found
-        created = await _call(
-            lambda: self._client.fine_tuning.jobs.create(
-                model=spec.model,
-                training_file=spec.training_file,
-                validation_file=spec.validation_file or openai.omit,
-                method=dict(spec.method) if spec.method else openai.omit,  # type: ignore[arg-type]
-                suffix=spec.suffix or openai.omit,
-                seed=spec.seed if spec.seed is not None else openai.omit,
-                metadata={**spec.metadata, METADATA_JOB_KEY: spec.key},
-                extra_body=dict(extra_body) or None,
-                # Honoured where the API supports it; the lookup above covers the rest.
-                extra_headers={"Idempotency-Key": f"create-job-{spec.key}"},
-            )
+        body: dict[str, Any] = {
+            "model": spec.model,
+            "training_file": spec.training_file,
+            "metadata": {**spec.metadata, METADATA_JOB_KEY: spec.key},
+        }
+        if spec.validation_file:
+            body["validation_file"] = spec.validation_file
+        if spec.method:
+            body["method"] = dict(spec.method)
+        if spec.suffix:
+            body["suffix"] = spec.suffix
+        if spec.seed is not None:
+            body["seed"] = spec.seed
+        body.update(extra_body)
+        created = await self._request_json(
+            "POST",
+            "/fine_tuning/jobs",
+            json_body=body,
+            # Honoured where the API supports it; the lookup above covers the rest.
+            headers={"Idempotency-Key": f"create-job-{spec.key}"},
         )
         return _job(created)
 
+    # Following a job is the hot path (every poll of every job), and staging and
+    # creating happen once per job: these calls go over the pooled HTTP client with
+    # the SDK's URL and headers, and the JSON is read as dicts, without the SDK's
+    # request building and response models.
+    async def _get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        return await self._request_json("GET", path, params=params)
+
+    async def _request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        content = await self._request_bytes(
+            method,
+            path,
+            params=params,
+            json_body=json_body,
+            files=files,
+            data=data,
+            headers=headers,
+        )
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise ProviderError(
+                f"The provider answered {path} with a body that is not JSON", status=None
+            ) from None
+
+    async def _request_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        url = self._base_url + path
+        try:
+            response = await self._http.request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                files=files,
+                data=data,
+                headers={**self._read_headers, **headers} if headers else self._read_headers,
+            )
+        except httpx2.TimeoutException:
+            raise ProviderError(
+                "The provider did not answer in time", status=None, timeout=True
+            ) from None
+        except httpx2.HTTPError as exc:
+            raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
+        if response.status_code >= 400:
+            raise _status_error(response.status_code, response.content, response.headers)
+        return response.content
+
     async def get_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
+        found = await self._get_json(f"/fine_tuning/jobs/{job_id}")
+        return _job(found)
 
     async def cancel_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.cancel(job_id)))
+        return _sdk_job(await _call(lambda: self._client.fine_tuning.jobs.cancel(job_id)))
 
     async def pause_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.pause(job_id)))
+        return _sdk_job(await _call(lambda: self._client.fine_tuning.jobs.pause(job_id)))
 
     async def resume_job(self, job_id: str) -> ProviderJob:
-        return _job(await _call(lambda: self._client.fine_tuning.jobs.resume(job_id)))
+        return _sdk_job(await _call(lambda: self._client.fine_tuning.jobs.resume(job_id)))
 
     async def events_since(self, job_id: str, cursor: str | None) -> list[ProviderEvent]:
-        async def collect() -> list[ProviderEvent]:
-            newest_first: list[ProviderEvent] = []
-            after: str | None = None
-            while True:
-                page = await self._client.fine_tuning.jobs.list_events(
-                    job_id, limit=EVENTS_PAGE, after=after if after else openai.omit
-                )
-                for event in page.data:
-                    if event.id == cursor:
-                        return newest_first[::-1]
-                    newest_first.append(_event(event))
-                if not page.has_more or not page.data:
+        newest_first: list[ProviderEvent] = []
+        params: dict[str, str | int] = {"limit": FIRST_EVENTS_PAGE if cursor else EVENTS_PAGE}
+        while True:
+            page = await self._get_json(f"/fine_tuning/jobs/{job_id}/events", params)
+            data = page.get("data") or []
+            for event in data:
+                if event.get("id") == cursor:
                     return newest_first[::-1]
-                after = page.data[-1].id
-
-        return await _call(collect)
+                newest_first.append(_event(event))
+            if not page.get("has_more") or not data:
+                return newest_first[::-1]
+            params = {"limit": EVENTS_PAGE, "after": str(data[-1]["id"])}
 
     async def checkpoints(self, job_id: str) -> list[ProviderCheckpoint]:
-        async def collect() -> list[ProviderCheckpoint]:
-            found: list[ProviderCheckpoint] = []
-            async for item in self._client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
-                found.append(
-                    ProviderCheckpoint(
-                        id=item.id,
-                        created_at=item.created_at,
-                        step_number=item.step_number,
-                        fine_tuned_model_checkpoint=item.fine_tuned_model_checkpoint,
-                        metrics=item.metrics.model_dump(exclude_none=True),
-                    )
-                )
-            return sorted(found, key=lambda c: c.step_number)
-
-        return await _call(collect)
+        found: list[ProviderCheckpoint] = []
+        params: dict[str, str | int] = {"limit": 100}
+        while True:
+            page = await self._get_json(f"/fine_tuning/jobs/{job_id}/checkpoints", params)
+            data = page.get("data") or []
+            found += [_checkpoint(item) for item in data]
+            if not page.get("has_more") or not data:
+                return sorted(found, key=lambda c: c.step_number)
+            params = {"limit": 100, "after": str(data[-1]["id"])}
 
     async def final_metrics(self, job: ProviderJob) -> list[dict[str, float]]:
         if job.status != "succeeded" or not job.result_refs:
             return []
-        response = await _call(lambda: self._client.files.content(job.result_refs[0]))
-        return metrics_from_results(response.content)
+        content = await self._request_bytes("GET", f"/files/{job.result_refs[0]}/content")
+        return metrics_from_results(content)
 
     async def deploy(self, fine_tuned_model: str) -> bool:  # noqa: ARG002 - the seam's shape
         return True  # OpenAI serves a tuned model as soon as the job succeeds
@@ -353,16 +451,17 @@ class OpenAICompatibleProvider:
     # pooled HTTP client, with the SDK's URL and auth headers, but without the SDK's
     # request building and response models (about half the proxy's CPU per call,
     # see docs/benchmarks.md). The body is passed through as the provider sent it.
-    def _chat_request(self, body: Mapping[str, Any]) -> httpx2.Request:
-        headers = {
-            "Authorization": f"Bearer {self._client.api_key}",
-            "Content-Type": "application/json",
-        }
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._client.api_key}"}
         if self._client.organization:
             headers["OpenAI-Organization"] = self._client.organization
         if self._client.project:
             headers["OpenAI-Project"] = self._client.project
-        url = str(self._client.base_url).rstrip("/") + "/chat/completions"
+        return headers
+
+    def _chat_request(self, body: Mapping[str, Any]) -> httpx2.Request:
+        headers = {**self._read_headers, "Content-Type": "application/json"}
+        url = self._base_url + "/chat/completions"
         return self._http.build_request(
             "POST", url, content=json.dumps(body, ensure_ascii=False).encode(), headers=headers
         )
