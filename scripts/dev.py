@@ -252,10 +252,20 @@ def main() -> int:
     env = dict(os.environ)
     supervisor = Supervisor()
 
+    stopping = False
+
     def on_signal(_signum: int, _frame: object) -> None:
+        # Stop once: the same Ctrl-C or SIGTERM often arrives twice (from the
+        # terminal or killpg, and forwarded by make and uv), and a second one
+        # raised inside stop_all would leave the children running.
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         VAR.mkdir(parents=True, exist_ok=True)
         if not env.get("REDIS_URL") and not start_redis(supervisor, env):
