@@ -9,8 +9,10 @@ at once, so `deploy` has nothing to do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +60,25 @@ STATUSES: dict[str, ProviderStatus] = {
 }
 
 T = TypeVar("T")
+
+# The raw calls retry as the SDK's own would: statuses worth another try, a short
+# exponential backoff, and the provider's Retry-After when it is reasonable.
+RETRY_STATUSES = frozenset({408, 409, 429})
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
+RETRY_AFTER_MAX_SECONDS = 60.0
+
+
+def _retry_delay(attempt: int, headers: httpx2.Headers | None) -> float:
+    asked = _retry_after(headers)
+    if asked is not None and 0 <= asked <= RETRY_AFTER_MAX_SECONDS:
+        return asked
+    backoff: float = min(RETRY_BASE_SECONDS * 2.0**attempt, RETRY_MAX_SECONDS)
+    return backoff * (1 - 0.25 * random.random())  # noqa: S311 (jitter, not security)
+
+
+def _retryable(status: int) -> bool:
+    return status in RETRY_STATUSES or status >= 500
 
 
 def _retry_after(headers: httpx2.Headers | None) -> float | None:
@@ -219,6 +240,7 @@ class OpenAICompatibleProvider:
         webhook_secret: str | None = None,
     ) -> None:
         self.name = name
+        self._max_retries = max_retries
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(timeout, connect=10.0),
             # httpcore checks every pooled connection on each request, so a pool far
@@ -370,25 +392,42 @@ class OpenAICompatibleProvider:
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
         url = self._base_url + path
-        try:
-            response = await self._http.request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                files=files,
-                data=data,
-                headers={**self._read_headers, **headers} if headers else self._read_headers,
-            )
-        except httpx2.TimeoutException:
-            raise ProviderError(
-                "The provider did not answer in time", status=None, timeout=True
-            ) from None
-        except httpx2.HTTPError as exc:
-            raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
-        if response.status_code >= 400:
-            raise _status_error(response.status_code, response.content, response.headers)
-        return response.content
+        sent_headers = {**self._read_headers, **headers} if headers else self._read_headers
+        for attempt in range(self._max_retries + 1):
+            last = attempt == self._max_retries
+            for part in (files or {}).values():
+                # A retried upload sends its file from the start again.
+                if isinstance(part, tuple) and hasattr(part[1], "seek"):
+                    part[1].seek(0)
+            try:
+                response = await self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    files=files,
+                    data=data,
+                    headers=sent_headers,
+                )
+            except httpx2.TimeoutException:
+                if not last:
+                    await asyncio.sleep(_retry_delay(attempt, None))
+                    continue
+                raise ProviderError(
+                    "The provider did not answer in time", status=None, timeout=True
+                ) from None
+            except httpx2.HTTPError as exc:
+                if not last:
+                    await asyncio.sleep(_retry_delay(attempt, None))
+                    continue
+                raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
+            if response.status_code >= 400:
+                if not last and _retryable(response.status_code):
+                    await asyncio.sleep(_retry_delay(attempt, response.headers))
+                    continue
+                raise _status_error(response.status_code, response.content, response.headers)
+            return response.content
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get_job(self, job_id: str) -> ProviderJob:
         found = await self._get_json(f"/fine_tuning/jobs/{job_id}")
