@@ -374,7 +374,7 @@ def test_malformed_examples_fail_the_job_naming_the_example(
             client.fine_tuning.jobs.create(training_file=file_id, model="gpt-4o-mini")
         assert refused.value.code == "invalid_training_file"
         assert refused.value.param == "training_file"
-        assert f"line {len(lines)}" in refused.value.body["message"]  # type: ignore[index]
+        assert f"Line {len(lines)}" in refused.value.body["message"]  # type: ignore[index]
         assert client.fine_tuning.jobs.list().data == []
         return
     job = client.fine_tuning.jobs.create(training_file=file_id, model="gpt-4o-mini")
