@@ -26,6 +26,7 @@ from service.settings import Settings
 from service.store.blobs import LocalBlobStore
 from service.store.datasets import DatasetStore
 from service.store.evaluations import EvaluationStore
+from service.store.following import FollowSchedule
 from service.store.jobs import JobStore
 from service.store.keys import Keys
 from service.store.requests import RequestStore
@@ -49,6 +50,7 @@ class Resources:
     executor: Executor | None = None
     datasets: DatasetStore = field(init=False)
     jobs: JobStore = field(init=False)
+    following: FollowSchedule = field(init=False)
     webhooks: WebhookStore = field(init=False)
     workers: WorkerStore = field(init=False)
     requests: RequestStore = field(init=False)
@@ -57,6 +59,7 @@ class Resources:
     def __post_init__(self) -> None:
         self.datasets = DatasetStore(self.redis, self.keys)
         self.jobs = JobStore(self.redis, self.keys)
+        self.following = FollowSchedule(self.redis, self.keys)
         self.webhooks = WebhookStore(self.redis, self.keys)
         self.workers = WorkerStore(self.redis, self.keys)
         self.requests = RequestStore(self.redis, self.keys)

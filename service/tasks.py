@@ -5,8 +5,13 @@ the queue, the serializer and typed `enqueue_*` helpers. Tasks take ids and
 JSON values only and re-read state from Redis, so a task that runs twice (arq
 runs at least once) or after a crash does the right thing.
 
-Job ids are deterministic (`sync:{job_id}`), so enqueueing the same work
-twice is a no-op while it is queued or running.
+Job ids are deterministic (`validate:{dataset_id}`), so enqueueing the same
+work twice is a no-op while it is queued or running.
+
+Jobs are not followed through arq: one task run per poll cost arq about nine
+Redis round trips. The worker's follower (`service.jobs.following`) claims due
+jobs in batches from the follow schedule (`service.store.following`); the API
+puts a job there with `follow_job` and pulls it forward with `sync_job_now`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Final
 from arq.connections import ArqRedis
 
 from service.logs import request_id_var
+from service.store.following import FollowSchedule
 
 QUEUE_NAME: Final = "fts:queue"
 # arq's own key prefixes (arq.constants); used to look at the queue directly.
@@ -33,7 +39,6 @@ PRIORITY_LEAD_MS: Final = 24 * 3600 * 1000
 # arq sizes a job's expiry from its due time; urgent ones get the usual day.
 URGENT_EXPIRES: Final = timedelta(days=1)
 
-SYNC_JOB: Final = "sync_job"
 DELIVER_WEBHOOK: Final = "deliver_webhook"
 VALIDATE_DATASET: Final = "validate_dataset"
 RUN_EVALUATION: Final = "run_evaluation"
@@ -51,10 +56,6 @@ def deserialize(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("queue entry is not a JSON object")
     return value
-
-
-def sync_job_id(job_id: str) -> str:
-    return f"sync:{job_id}"
 
 
 def deliver_job_id(delivery_id: str, attempt: int) -> str:
@@ -113,27 +114,23 @@ async def _enqueue(
     return job is not None
 
 
-async def enqueue_sync_job(
-    queue: ArqRedis, job_id: str, *, defer_by: float | None = None, urgent: bool = False
-) -> bool:
-    """Schedule the step that moves one of our jobs forward. False when already scheduled."""
-    return await _enqueue(
-        queue, SYNC_JOB, sync_job_id(job_id), job_id, defer_by=defer_by, urgent=urgent
-    )
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-async def sync_job_now(queue: ArqRedis, job_id: str) -> None:
-    """Run a job's sync before anything else, even if it waits on a long poll delay.
+async def follow_job(schedule: FollowSchedule, job_id: str) -> bool:
+    """Have the worker follow a job, its next step due now. False when already followed."""
+    return bool(await schedule.schedule([job_id], now_ms()))
 
-    A deferred arq job sits in the queue's sorted set with its run time as the
-    score; moving that score into the priority lane (XX: only if present) pulls
-    it ahead of every poll that is merely due. If it is not queued at all,
-    enqueue it there. If it is running, the running task sees the `poke` flag
-    (set by the caller) when it writes and runs the step again at once.
+
+async def sync_job_now(schedule: FollowSchedule, job_id: str) -> None:
+    """Step a job before anything merely due, even if it waits on a long poll delay.
+
+    If a follower is stepping it right now, it is due again the moment that step
+    ends (and the running step, which sees the job's `poke` flag when it writes,
+    usually goes round once more at once).
     """
-    moved = await queue.zadd(QUEUE_NAME, {sync_job_id(job_id): urgent_score()}, xx=True, ch=True)
-    if not moved:
-        await enqueue_sync_job(queue, job_id, urgent=True)
+    await schedule.schedule([job_id], urgent_score(), poke=True)
 
 
 async def enqueue_delivery(

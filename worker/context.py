@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 import httpx
 
 from service.evaluations.run import ProviderBounds
+from service.jobs.following import JobFollower
 from service.resources import Resources
 
 
@@ -25,3 +26,5 @@ class WorkerContext(TypedDict, total=False):
     webhook_client: httpx.AsyncClient
     # Chat calls in flight per provider, shared by every evaluation this process runs.
     provider_bounds: ProviderBounds
+    # Steps every followed job when it is due (beside arq's tasks).
+    follower: JobFollower

@@ -1,8 +1,10 @@
-"""The arq worker: settings, resources, per-task log context.
+"""The arq worker: settings, resources, per-task log context, and the job follower.
 
-`build_worker(settings)` returns a configured `arq.Worker`; `python -m worker`
-runs one until SIGINT/SIGTERM, letting running tasks finish for a short grace
-period (they are idempotent, so one that is cut off is simply run again).
+`build_worker(settings)` returns a configured `arq.Worker` whose start-up also
+starts this process's job follower (`service.jobs.following`); `python -m
+worker` runs one until SIGINT/SIGTERM, letting running tasks and steps finish
+for a short grace period (they are idempotent, so one that is cut off is
+simply run again).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from redis.exceptions import RedisError
 from service import tasks
 from service.datasets.removal import sweep_at_start
 from service.evaluations.run import ProviderBounds
+from service.jobs.following import JobFollower
 from service.logs import log_context, request_id_var
 from service.providers.base import ProviderError
 from service.resources import ingest_pool, open_resources, queue_client
@@ -114,6 +117,17 @@ def build_worker(
             logger.warning(
                 "could not ask providers about their models", extra={"error": exc.message}
             )
+        follower = JobFollower(
+            resources,
+            capacity=settings.worker_max_jobs,
+            lease_seconds=lock_seconds(settings.task_timeout_seconds),
+            step_timeout=settings.task_timeout_seconds,
+            # arq stops picking work on SIGTERM; so does the follower.
+            may_claim=lambda: worker.allow_pick_jobs,
+            idle_seconds=poll_delay,
+        )
+        follower.start()
+        ctx["follower"] = follower
         await resources.workers.beat(worker_id, ttl=settings.worker_heartbeat_ttl_seconds)
         heartbeat_task = asyncio.create_task(
             heartbeat.run_heartbeat(resources, worker_id, alive=loop_running)
@@ -121,11 +135,13 @@ def build_worker(
         logger.info("worker started", extra={"worker_id": worker_id})
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        typed = cast(WorkerContext, ctx)
+        if "follower" in typed:
+            await typed["follower"].stop()
         if heartbeat_task is not None:
             heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat_task
-        typed = cast(WorkerContext, ctx)
         if "resources" in typed:
             with contextlib.suppress(RedisError, OSError):
                 await typed["resources"].workers.farewell(worker_id)

@@ -153,7 +153,9 @@ async def _let_tasks_finish(worker: Worker, run: asyncio.Task[None]) -> None:
     while not run.done() and asyncio.get_running_loop().time() < deadline:
         await asyncio.wait({run}, timeout=0.2)
         started = worker.main_task is not None
-        if started and all(task.done() for task in worker.tasks.values()):
+        follower = worker.ctx.get("follower")
+        steps = follower.busy if follower is not None else 0
+        if started and steps == 0 and all(task.done() for task in worker.tasks.values()):
             return
 
 

@@ -1,8 +1,9 @@
 """Every task the worker runs, registered under the names in `service.tasks`.
 
 Each body is a thin arq binding: it calls one use case and turns "try again
-in N seconds" into arq's `Retry`. The reconciler cron makes sure no work is
-forgotten: every unfinished job has its sync scheduled, every pending
+in N seconds" into arq's `Retry`. Jobs are followed beside arq, by the
+follower (`service.jobs.following`) each worker process runs. The reconciler
+cron makes sure no work is forgotten: every unfinished job is followed, every pending
 delivery its next attempt, every dataset still validating its validation,
 every unfinished evaluation its next run; losing a queue entry (a Redis
 failover, a flushed queue, an expired arq job) delays work by at most one
@@ -44,10 +45,6 @@ def _retry_or(outcome: str | float) -> str:
     if isinstance(outcome, float):
         raise Retry(defer=outcome)
     return outcome
-
-
-async def sync_job(ctx: WorkerContext, job_id: str) -> str:
-    return _retry_or(await JobSync(ctx["resources"]).step(job_id))
 
 
 async def deliver_webhook(ctx: WorkerContext, delivery_id: str, attempt: int) -> str:
@@ -100,7 +97,6 @@ class TaskSpec:
 def task_functions() -> list[TaskSpec]:
     return [
         TaskSpec(tasks.PING, ping),
-        TaskSpec(tasks.SYNC_JOB, sync_job, UNBOUNDED_TRIES),
         TaskSpec(tasks.DELIVER_WEBHOOK, deliver_webhook, UNBOUNDED_TRIES),
         # Each run scores for a bounded time and hands over to the next through Retry.
         TaskSpec(tasks.RUN_EVALUATION, run_evaluation, UNBOUNDED_TRIES),

@@ -48,7 +48,7 @@ async def act(resources: Resources, tenant: str, job_id: str, action: Action) ->
         job = await jobs.update(job_id, cancel_now)
         if entries:
             await jobs.apply(job_id, None, Changes(entries=entries))
-        await tasks.enqueue_sync_job(resources.queue, job_id)  # to announce it
+        await tasks.follow_job(resources.following, job_id)  # to announce it
         return job
 
     def request(current: Job) -> Job | None:
@@ -64,5 +64,5 @@ async def act(resources: Resources, tenant: str, job_id: str, action: Action) ->
     if is_terminal(job.status):
         raise Conflict(f"The job is already {job.status}")
     await jobs.poke(job_id)
-    await tasks.sync_job_now(resources.queue, job_id)
+    await tasks.sync_job_now(resources.following, job_id)
     return job

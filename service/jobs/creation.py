@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from service import tasks
 from service.domain.jobs import (
     JobStatus,
     check_metadata,
@@ -158,7 +157,6 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
     first = service_event(
         job.id, "Job accepted", kind="status", data={"from": None, "to": JobStatus.PENDING.value}
     )
+    # The record, its indexes and its place in the follow schedule, in one write.
     await resources.jobs.create(job, first)
-    # Enqueue only after the record is durable; the reconciler covers a lost enqueue.
-    await tasks.enqueue_sync_job(resources.queue, job.id)
     return job

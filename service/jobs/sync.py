@@ -1,4 +1,4 @@
-"""Moving one of our jobs one step closer to its end (the worker's `sync_job`).
+"""Moving one of our jobs one step closer to its end (what the follower runs).
 
 The step is a re-entrant state machine that re-reads the job each time, so
 running it twice, late, or after a crash is harmless:
@@ -112,17 +112,19 @@ class JobSync:
         # that changes nothing reads the record once (a stale one just loses the race).
         self._first_read: JobSnapshot | None = None
 
-    async def step(self, job_id: str) -> Outcome:
+    async def step(self, job_id: str, read: JobSnapshot | None = None) -> Outcome:
         """One sync step; again at once (up to a few times) while a provider webhook or an
-        action arrives during it, rather than queueing behind other jobs' polls."""
+        action arrives during it, rather than queueing behind other jobs' polls. `read`:
+        the job as the caller just read it (the follower reads a batch at once)."""
         for _ in range(MAX_IMMEDIATE_ROUNDS):
-            outcome = await self._step_once(job_id)
+            outcome = await self._step_once(job_id, read)
             if outcome != AGAIN:
                 return outcome
+            read = None
         return RACE_PAUSE_SECONDS
 
-    async def _step_once(self, job_id: str) -> Outcome:
-        snapshot = await self.jobs.read(job_id)
+    async def _step_once(self, job_id: str, read: JobSnapshot | None) -> Outcome:
+        snapshot = read or await self.jobs.read(job_id)
         if snapshot is None:
             logger.warning("job vanished before it could be synced", extra={"job_id": job_id})
             return "gone"
@@ -451,15 +453,9 @@ class JobSync:
 
     async def requeue(self) -> int:
         """For the reconciler: every unfinished job (and every finished one not yet
-        announced) has its sync scheduled."""
-        queue = self.resources.queue
-        scheduled = 0
-        for job_id in sorted(await self.jobs.active_ids()):
-            if await tasks.is_scheduled(queue, tasks.sync_job_id(job_id)):
-                continue
-            if await tasks.enqueue_sync_job(queue, job_id):
-                scheduled += 1
-        return scheduled
+        announced) is followed; returns how many were not."""
+        active = sorted(await self.jobs.active_ids())
+        return await self.resources.following.schedule(active, tasks.now_ms())
 
 
 def is_terminal_upstream(remote: ProviderJob) -> bool:

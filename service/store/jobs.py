@@ -18,7 +18,8 @@ id once), metrics, checkpoints and indexes, in a single round trip.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +150,8 @@ class JobStore:
             ("ZADD", self.keys.jobs_by_tenant(job.tenant), score, job.id),
             ("ZADD", self.keys.jobs_by_dataset(job.dataset_id), score, job.id),
             ("SADD", self.keys.active_jobs, job.id),
+            # Followed by the worker from now on (service.store.following).
+            ("ZADD", self.keys.follow_due, "NX", int(time.time() * 1000), job.id),
         ]
         if job.validation_dataset_id:
             ops.append(
@@ -159,6 +162,18 @@ class JobStore:
 
     async def get(self, job_id: str) -> Job | None:
         return await get_record(self.redis, self.keys.job(job_id), Job)
+
+    async def read_many(self, job_ids: Sequence[str]) -> dict[str, JobSnapshot]:
+        """The jobs that exist among `job_ids`, as read, in one round trip."""
+        if not job_ids:
+            return {}
+        raws = await self.redis.mget([self.keys.job(job_id) for job_id in job_ids])
+        snapshots = {}
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            job = parse(Job, raw)
+            if raw is not None and job is not None:
+                snapshots[job_id] = JobSnapshot(raw, job)
+        return snapshots
 
     async def read(self, job_id: str) -> JobSnapshot | None:
         raw = await self.redis.get(self.keys.job(job_id))

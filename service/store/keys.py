@@ -75,6 +75,22 @@ class Keys:
     def job_poke(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:poke"
 
+    # Following jobs (service.store.following)
+    @property
+    def follow_due(self) -> str:
+        """Sorted set: job id -> when its next sync step is due (unix ms)."""
+        return f"{self.prefix}:follow:due"
+
+    @property
+    def follow_claimed(self) -> str:
+        """Sorted set: job id -> when the claim of the worker running its step lapses."""
+        return f"{self.prefix}:follow:claimed"
+
+    @property
+    def follow_poked(self) -> str:
+        """Set: claimed jobs asked to be synced again as soon as their step ends."""
+        return f"{self.prefix}:follow:poked"
+
     # Evaluations
     def evaluation(self, evaluation_id: str) -> str:
         return f"{self.prefix}:evaluation:{evaluation_id}"
