@@ -9,8 +9,9 @@ to the service. `--jobs` jobs are created at once; meanwhile the one worker
 is killed with SIGKILL every `--kill-every` seconds and started again at once,
 for the first `--chaos-seconds`; then the run waits until every job has had
 its final webhook (or `--timeout` passes). A task running when its worker is
-killed stays locked by arq's in-progress key for the longest task timeout
-plus 10 s (310 s here), so recovery after the last kill takes minutes.
+killed stays locked by arq's in-progress key, and a job being stepped stays
+claimed by the dead follower, for the task timeout plus 10 s (310 s here),
+so recovery after the last kill takes minutes.
 
 Counts printed: jobs per final status, jobs not terminal (lost), upstream
 jobs per job (duplicates = more than one upstream job tagged with our id),

@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 # The longest the loop waits before looking for due jobs again; a poke (urgent
 # work) is picked up within this.
 IDLE_SECONDS = 0.25
+# The shortest time between two turns: steps that end and jobs that fall due
+# meanwhile are released and claimed together (a turn per step would cost three
+# round trips per step). Urgent work waits this long at most before its claim.
+MIN_TURN_SECONDS = 0.05
 # Jobs claimed per turn at most (one script, one MGET).
 CLAIM_BATCH = 100
 # Share of the follower's room kept for urgent work (a provider's webhook, a
@@ -62,6 +66,7 @@ class JobFollower:
         step_timeout: float,
         may_claim: Callable[[], bool] = lambda: True,
         idle_seconds: float = IDLE_SECONDS,
+        min_turn_seconds: float = MIN_TURN_SECONDS,
     ) -> None:
         self.resources = resources
         self.capacity = capacity
@@ -70,6 +75,7 @@ class JobFollower:
         self.step_timeout = step_timeout
         self.may_claim = may_claim
         self.idle_seconds = idle_seconds
+        self.min_turn = min(min_turn_seconds, idle_seconds)
         self._running: dict[Claim, asyncio.Task[None]] = {}
         self._ended: list[Release] = []
         self._wake = asyncio.Event()
@@ -105,16 +111,24 @@ class JobFollower:
             logger.warning("could not hand jobs back on the way out", extra={"error": repr(exc)})
 
     async def _run(self) -> None:
+        clock = asyncio.get_running_loop().time
         while not self._stopping:
+            started = clock()
             self._wake.clear()
             try:
                 wait = await self._turn()
             except (RedisError, OSError) as exc:
                 logger.warning("follower could not reach Redis", extra={"error": repr(exc)})
                 wait = REDIS_PAUSE_SECONDS
-            if wait > 0 and not self._wake.is_set():
+            # A full batch (wait 0) turns again at once; otherwise not before min_turn.
+            pause = (self.min_turn if wait > 0 else 0.0) - (clock() - started)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            rest = wait - (clock() - started)
+            if rest > 0 and not self._wake.is_set() and not self._stopping:
+                # A step that ends wakes the loop early (its slot is free again).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    await asyncio.wait_for(self._wake.wait(), rest)
 
     async def _turn(self) -> float:
         """One turn of the loop; returns how long to wait before the next."""

@@ -108,9 +108,9 @@ class JobSync:
         self.resources = resources
         self.jobs = resources.jobs
         self.settings = resources.settings
-        # The job as the step first read it: the base of its first write, so a poll
-        # that changes nothing reads the record once (a stale one just loses the race).
-        self._first_read: JobSnapshot | None = None
+        # The job as the step last read or wrote it: the base of its next write, so
+        # a step reads the record once (a stale base just loses the race and re-reads).
+        self._base: JobSnapshot | None = None
 
     async def step(self, job_id: str, read: JobSnapshot | None = None) -> Outcome:
         """One sync step; again at once (up to a few times) while a provider webhook or an
@@ -128,7 +128,7 @@ class JobSync:
         if snapshot is None:
             logger.warning("job vanished before it could be synced", extra={"job_id": job_id})
             return "gone"
-        self._first_read = snapshot
+        self._base = snapshot
         job = snapshot.job.model_copy(deep=True)
         provider = self.resources.providers.get(job.provider)
         try:
@@ -147,7 +147,7 @@ class JobSync:
         """Re-read, apply `decide`, announce what became due, and write it all at once;
         again on a lost race. Returns the job as written and whether a poke arrived."""
         for _ in range(MAX_WRITE_ATTEMPTS):
-            snapshot, self._first_read = self._first_read, None
+            snapshot, self._base = self._base, None
             if snapshot is None or snapshot.job.id != job_id:
                 snapshot = await self.jobs.read(job_id)
             if snapshot is None:
@@ -165,6 +165,7 @@ class JobSync:
             )
             if not result.written:
                 continue
+            self._base = result.snapshot
             if result.checkpoints_added and checkpoints:
                 newest = max(c.step_number for c in checkpoints)
                 await emit_job_event(

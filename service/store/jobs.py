@@ -112,6 +112,9 @@ class ApplyResult:
     entries_added: int = 0
     checkpoints_added: int = 0
     poked: bool = False
+    # The job as it now stands in Redis, when this write set it: the base of the
+    # writer's next compare-and-set, without reading it back.
+    snapshot: JobSnapshot | None = None
 
 
 @dataclass(slots=True)
@@ -214,9 +217,10 @@ class JobStore:
             self.keys.job_checkpoints(job_id),
             self.keys.job_poke(job_id),
         ]
+        raw = serialize(changes.job) if changes.job is not None else ""
         argv: list[str | int | float] = [
             base.raw if base is not None else "",
-            serialize(changes.job) if changes.job is not None else "",
+            raw,
             len(changes.entries),
         ]
         for entry in changes.entries:
@@ -239,7 +243,14 @@ class JobStore:
         )
         if int(status):
             return ApplyResult(written=False)
-        return ApplyResult(True, int(added), int(new_checkpoints), bool(int(poked)))
+        written = parse(Job, raw) if raw else None
+        return ApplyResult(
+            True,
+            int(added),
+            int(new_checkpoints),
+            bool(int(poked)),
+            JobSnapshot(raw, written) if written is not None else None,
+        )
 
     async def poke(self, job_id: str) -> None:
         """Ask for a sync now; a step that is running sees it when it writes."""
