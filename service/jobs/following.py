@@ -155,7 +155,12 @@ class JobFollower:
                 return 0.0  # more may be due
         if claimed.earliest_due_ms is None:
             return self.idle_seconds
-        return min(self.idle_seconds, max(0.0, (claimed.earliest_due_ms - now) / 1000))
+        until_due = (claimed.earliest_due_ms - now) / 1000
+        if until_due <= 0:
+            # Due jobs are left that this turn had no room for (the room kept for
+            # urgent work excepted): wait for a step to end, which wakes the loop.
+            return self.idle_seconds
+        return min(self.idle_seconds, until_due)
 
     async def _release_ended(self) -> None:
         ended, self._ended = self._ended, []
