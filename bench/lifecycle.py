@@ -114,16 +114,29 @@ async def _create_jobs(base: str, dataset_id: str, count: int, webhook_url: str)
                 "webhook_url": webhook_url,
             }
             async with gate:
+                problem = ""
                 for attempt in range(5):
-                    response = await client.post(
-                        "/jobs", json=body, headers={"Idempotency-Key": f"bench-{index}"}
-                    )
-                    if response.status_code == 202:
-                        return str(response.json()["id"])
+                    try:
+                        response = await client.post(
+                            "/jobs", json=body, headers={"Idempotency-Key": f"bench-{index}"}
+                        )
+                    except httpx.TransportError as exc:
+                        # A connection the starved API closed under a reused request; the
+                        # Idempotency-Key makes the retry return the same job.
+                        transport_retries.append(repr(exc))
+                        problem = repr(exc)
+                    else:
+                        if response.status_code == 202:
+                            return str(response.json()["id"])
+                        problem = f"{response.status_code} {response.text[:300]}"
                     await asyncio.sleep(0.2 * (attempt + 1))
-                raise RuntimeError(f"POST /jobs: {response.status_code} {response.text[:300]}")
+                raise RuntimeError(f"POST /jobs: {problem}")
 
-        return list(await asyncio.gather(*(one(i) for i in range(count))))
+        transport_retries: list[str] = []
+        ids = list(await asyncio.gather(*(one(i) for i in range(count))))
+        if transport_retries:
+            print(f"   {len(transport_retries)} POST /jobs retried after a transport error")
+        return ids
 
 
 def create_jobs(base: str, dataset_id: str, count: int, webhook_url: str) -> list[str]:

@@ -150,8 +150,9 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
     worker_heartbeat_ttl_seconds: float = Field(default=30.0, gt=0)
     worker_max_jobs: int = Field(default=50, gt=0)
-    # Longest one task may run. arq keeps a task locked for this plus 10 s after a
-    # worker dies mid-task, so it is also how long a crash delays that work.
+    # Longest one task (or job sync step) may run. arq keeps a task locked, and the
+    # follow schedule a job claimed, for this plus 10 s after a worker dies mid-task,
+    # so it is also how long a crash delays that work.
     task_timeout_seconds: float = Field(default=300.0, gt=0)
     poll_min_seconds: float = Field(default=2.0, gt=0)
     poll_max_seconds: float = Field(default=60.0, gt=0)
