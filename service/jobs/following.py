@@ -2,8 +2,8 @@
 
 A job moves forward in sync steps (`service.jobs.sync.JobSync`), one every
 few seconds while it is followed. Running each step as its own arq task cost
-arq about nine Redis round trips and a few milliseconds of worker CPU, most of
-the cost of following a job. The follower instead takes due jobs in batches
+about nine Redis round trips of arq's own per step, and several workers tried
+to start the same due task. The follower instead takes due jobs in batches
 from the follow schedule (`service.store.following`), and each turn of its
 loop is three round trips however many jobs it covers:
 
@@ -90,17 +90,16 @@ class JobFollower:
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="job-follower")
 
-    async def stop(self, *, grace: float = 0.0) -> None:
-        """Stop claiming; give running steps `grace` seconds, cut off the rest, and hand
-        every job back to the schedule (a step cut off is due again at once)."""
+    async def stop(self) -> None:
+        """Stop claiming, cut off the steps still running and hand every job back to
+        the schedule (a step cut off is due again at once). The worker's shutdown
+        gives running steps their grace period before calling this."""
         self._stopping = True
         self._wake.set()
         if self._loop is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
         running = list(self._running.values())
-        if running and grace > 0:
-            await asyncio.wait(running, timeout=grace)
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)

@@ -170,7 +170,7 @@ class FollowSchedule:
         return int(await self._release(keys=self._keys, args=args))
 
     async def state(self, job_id: str) -> str | None:
-        """'due' or 'claimed' while the job is followed, else None (tests, health)."""
+        """'due' or 'claimed' while the job is followed, else None (for inspection)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zscore(self.keys.follow_due, job_id)
             pipe.zscore(self.keys.follow_claimed, job_id)

@@ -179,9 +179,7 @@ class JobStore:
         return snapshots
 
     async def read(self, job_id: str) -> JobSnapshot | None:
-        raw = await self.redis.get(self.keys.job(job_id))
-        job = parse(Job, raw)
-        return None if raw is None or job is None else JobSnapshot(raw, job)
+        return (await self.read_many([job_id])).get(job_id)
 
     async def get_for_tenant(self, tenant: str, job_id: str) -> Job:
         job = await self.get(job_id)

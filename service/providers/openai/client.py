@@ -244,8 +244,8 @@ class OpenAICompatibleProvider:
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(timeout, connect=10.0),
             # httpcore checks every idle pooled connection on each request (a socket
-            # poll through anyio's attribute lookup, 10-15 % of a busy worker's CPU
-            # with 32 kept alive), so keep few idle; bursts may still open more.
+            # poll through anyio's attribute lookup: about 10 % of a busy worker's
+            # samples with 32 kept alive), so keep few idle; bursts may open more.
             limits=httpx2.Limits(max_connections=64, max_keepalive_connections=8),
         )
         self._client = AsyncOpenAI(
