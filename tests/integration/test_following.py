@@ -12,8 +12,7 @@ import asyncio
 from service import tasks
 from service.resources import open_resources
 from service.store.following import Release
-from tests.conftest import auth
-from tests.integration.conftest import create_dataset, start_job
+from tests.integration.conftest import create_dataset, start_job, wait_for_job
 
 
 async def test_due_jobs_are_claimed_urgent_first_and_only_once(settings) -> None:
@@ -94,12 +93,7 @@ async def test_a_finished_job_leaves_the_schedule_and_a_lost_entry_is_restored(
     dataset = await create_dataset(client)
     job = await start_job(client, dataset["id"])
     resources = worker.ctx["resources"]
-    for _ in range(400):
-        current = (await client.get(f"/jobs/{job['id']}", headers=auth())).json()
-        if current["status"] == "succeeded":
-            break
-        await asyncio.sleep(0.05)
-    assert current["status"] == "succeeded"
+    await wait_for_job(client, job["id"], {"succeeded"})
     for _ in range(100):
         if await resources.following.state(job["id"]) is None:
             break
@@ -116,12 +110,7 @@ async def test_a_finished_job_leaves_the_schedule_and_a_lost_entry_is_restored(
 
     counts = await reconcile(worker.ctx)
     assert counts["jobs"] >= 1
-    for _ in range(400):
-        current = (await client.get(f"/jobs/{second['id']}", headers=auth())).json()
-        if current["status"] == "succeeded":
-            break
-        await asyncio.sleep(0.05)
-    assert current["status"] == "succeeded"
+    await wait_for_job(client, second["id"], {"succeeded"})
 
 
 async def test_urgent_work_is_claimed_even_when_polls_fill_the_ordinary_room(settings) -> None:
