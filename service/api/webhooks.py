@@ -354,9 +354,8 @@ class WebhookController(Controller):
     async def get_delivery(
         self, resources: Injected, tenant: Tenant, delivery_id: FromPath[str]
     ) -> DeliveryWithAttempts:
-        store = resources.webhooks
-        delivery = await store.delivery_for_tenant(tenant, delivery_id)
-        attempts = [Attempt(**a.model_dump()) for a in await store.attempts(delivery_id)]
+        delivery, recorded = await resources.webhooks.delivery_with_attempts(tenant, delivery_id)
+        attempts = [Attempt(**a.model_dump()) for a in recorded]
         return DeliveryWithAttempts(**public_delivery(delivery).model_dump(), attempts=attempts)
 
     @post(

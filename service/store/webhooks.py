@@ -31,6 +31,7 @@ from service.store.records import (
     get_record,
     get_records,
     page_ids,
+    parse,
     serialize,
     update_record,
 )
@@ -142,26 +143,46 @@ class WebhookStore:
         return found
 
     async def update_delivery(
-        self, delivery_id: str, change: Callable[[Delivery], Delivery | None]
+        self,
+        delivery_id: str,
+        change: Callable[[Delivery], Delivery | None],
+        *,
+        attempt: DeliveryAttempt | None = None,
     ) -> Delivery:
+        """Change a delivery; `attempt`, when given, is appended to its attempts in
+        the same commit, so nobody reads an attempt without the verdict it led to."""
+        attempts_key = self.keys.delivery_attempts(delivery_id)
+        recorded = () if attempt is None else (attempt.model_dump_json(),)
+
         def index(delivery: Delivery) -> list[Op]:
             command = "SADD" if delivery.state == "pending" else "SREM"
-            return [(command, self.keys.pending_deliveries, delivery_id)]
+            ops: list[Op] = [(command, self.keys.pending_deliveries, delivery_id)]
+            for raw in recorded:
+                ops.append(("RPUSH", attempts_key, raw))
+                ops.append(("LTRIM", attempts_key, -MAX_ATTEMPTS_KEPT, -1))
+            return ops
+
+        def changed(delivery: Delivery) -> Delivery | None:
+            # An attempt to record is a change even when the fields stay the same.
+            updated = change(delivery)
+            return delivery if updated is None and recorded else updated
 
         return await update_record(
-            self.redis, self.keys.delivery(delivery_id), Delivery, change, extra=index
+            self.redis, self.keys.delivery(delivery_id), Delivery, changed, extra=index
         )
 
-    async def add_attempt(self, delivery_id: str, attempt: DeliveryAttempt) -> None:
-        key = self.keys.delivery_attempts(delivery_id)
+    async def delivery_with_attempts(
+        self, tenant: str, delivery_id: str
+    ) -> tuple[Delivery, list[DeliveryAttempt]]:
+        """A tenant's delivery and its attempts as of one moment (one MULTI/EXEC)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, attempt.model_dump_json())
-            pipe.ltrim(key, -MAX_ATTEMPTS_KEPT, -1)
-            await pipe.execute()
-
-    async def attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
-        raws = await self.redis.lrange(self.keys.delivery_attempts(delivery_id), 0, -1)
-        return [DeliveryAttempt.model_validate_json(raw) for raw in raws]
+            pipe.get(self.keys.delivery(delivery_id))
+            pipe.lrange(self.keys.delivery_attempts(delivery_id), 0, -1)
+            raw, raws = await pipe.execute()
+        delivery = parse(Delivery, raw)
+        if delivery is None or delivery.tenant != tenant:
+            raise NotFound(f"No webhook delivery {delivery_id} for this tenant")
+        return delivery, [DeliveryAttempt.model_validate_json(a) for a in raws]
 
     async def delivery_page(self, endpoint_id: str, *, limit: int, after: str | None) -> Page:
         return await page_ids(

@@ -217,53 +217,49 @@ class WebhookDelivery:
             error = f"redirect ({status}) not followed"
         elif status is not None and not 200 <= status < 300:
             error = f"HTTP {status}"
-        await store.add_attempt(
-            delivery_id,
-            DeliveryAttempt(
-                attempt=attempt,
-                at=now_iso(),
-                url=url,
-                status=status,
-                latency_ms=latency_ms,
-                response=kept.decode("utf-8", "replace") if response is not None else None,
-                error=error,
-            ),
+        record = DeliveryAttempt(
+            attempt=attempt,
+            at=now_iso(),
+            url=url,
+            status=status,
+            latency_ms=latency_ms,
+            response=kept.decode("utf-8", "replace") if response is not None else None,
+            error=error,
         )
         succeeded = status is not None and 200 <= status < 300
-        try:
-            if succeeded:
-                await _finish(store, delivery_id, "succeeded", status=status, attempts=attempt)
-                if endpoint is not None:
-                    await store.update_endpoint(endpoint.id, _healthy)
-                return "succeeded"
-            if status == 410 and endpoint is not None:
-                await store.update_endpoint(
-                    endpoint.id, lambda e: _disable(e, "The endpoint answered 410 Gone")
-                )
-                await _finish(
-                    store, delivery_id, "failed", status=status, error=error, attempts=attempt
-                )
-                return "gone-410"
-            if endpoint is not None:
-                await _note_failure(store, endpoint.id)
-        except RecordGone:
-            pass  # the endpoint was deleted meanwhile; the delivery still gets its verdict
-        delay = next_delay(attempt, _retry_after(response))
+        gone = status == 410 and endpoint is not None
+        delay = None if succeeded or gone else next_delay(attempt, _retry_after(response))
+        # The attempt and the verdict it led to are one write: a reader never sees
+        # an answered attempt on a delivery that still looks pending.
         if delay is None:
-            await _finish(
-                store, delivery_id, "failed", status=status, error=error, attempts=attempt
-            )
-            return "failed"
+            verdict: Literal["succeeded", "failed"] = "succeeded" if succeeded else "failed"
+            await _finish(store, delivery_id, verdict, status=status, error=error, record=record)
+        else:
+            retry_at = time.time() + delay
 
-        def schedule(d: Delivery) -> Delivery:
-            d.attempt_count = attempt
-            d.last_status = status
-            d.last_error = error
-            d.next_attempt_at = time.time() + delay
-            d.updated_at = now_iso()
-            return d
+            def schedule(d: Delivery) -> Delivery:
+                d.attempt_count = attempt
+                d.last_status = status
+                d.last_error = error
+                d.next_attempt_at = retry_at
+                d.updated_at = now_iso()
+                return d
 
-        await store.update_delivery(delivery_id, schedule)
+            await store.update_delivery(delivery_id, schedule, attempt=record)
+        if endpoint is not None:
+            try:
+                if succeeded:
+                    await store.update_endpoint(endpoint.id, _healthy)
+                elif gone:
+                    await store.update_endpoint(
+                        endpoint.id, lambda e: _disable(e, "The endpoint answered 410 Gone")
+                    )
+                else:
+                    await _note_failure(store, endpoint.id)
+            except RecordGone:
+                pass  # the endpoint was deleted meanwhile; the delivery has its verdict
+        if delay is None:
+            return "succeeded" if succeeded else "gone-410" if gone else "failed"
         await tasks.enqueue_delivery(
             self.resources.queue, delivery_id, attempt=attempt + 1, defer_by=delay
         )
@@ -311,19 +307,21 @@ async def _finish(
     *,
     status: int | None = None,
     error: str | None = None,
-    attempts: int | None = None,
+    record: DeliveryAttempt | None = None,
 ) -> None:
+    """Settle a delivery, with the attempt that settled it when there was one."""
+
     def change(d: Delivery) -> Delivery:
         d.state = state
         d.last_status = status
         d.last_error = error
         d.finished_at = now_iso()
         d.updated_at = now_iso()
-        if attempts is not None:
-            d.attempt_count = attempts
+        if record is not None:
+            d.attempt_count = record.attempt
         return d
 
-    await store.update_delivery(delivery_id, change)
+    await store.update_delivery(delivery_id, change, attempt=record)
 
 
 def _healthy(endpoint: Endpoint) -> Endpoint | None:
