@@ -13,8 +13,9 @@ import multiprocessing
 import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
@@ -39,6 +40,18 @@ logger = logging.getLogger(__name__)
 REDIS_SOCKET_TIMEOUT = 5.0
 
 
+class FirstAttempts(Protocol):
+    """Sends webhooks' first attempts from this process (`service.webhooks.sending`)."""
+
+    def has_room(self) -> bool: ...
+
+    def window_end(self) -> float: ...
+
+    def send(self, delivery_id: str) -> None: ...
+
+    def held_sends(self) -> AbstractContextManager[None]: ...
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -48,6 +61,8 @@ class Resources:
     providers: ProviderRegistry
     blobs: LocalBlobStore
     executor: Executor | None = None
+    # Where this process sends webhooks' first attempts itself (the worker does).
+    local_sender: FirstAttempts | None = None
     datasets: DatasetStore = field(init=False)
     jobs: JobStore = field(init=False)
     following: FollowSchedule = field(init=False)

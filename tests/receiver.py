@@ -8,7 +8,7 @@ on a free loopback port.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +28,8 @@ class Receiver:
     extra_headers: dict[int, dict[str, str]] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Runs in the receiver's thread before it answers (a receiver reading back, say).
+    on_request: Callable[[Received], None] | None = None
 
     def next_status(self) -> int:
         with self.lock:
@@ -46,10 +48,11 @@ def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
+            received = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            if receiver.on_request is not None:
+                receiver.on_request(received)
             with receiver.lock:
-                receiver.requests.append(
-                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                )
+                receiver.requests.append(received)
             status = receiver.next_status()
             self.send_response(status)
             for name, value in receiver.extra_headers.get(status, {}).items():

@@ -10,6 +10,7 @@ import httpx
 from service.evaluations.run import ProviderBounds
 from service.jobs.following import JobFollower
 from service.resources import Resources
+from service.webhooks.sending import LocalSender
 
 
 class WorkerContext(TypedDict, total=False):
@@ -28,3 +29,5 @@ class WorkerContext(TypedDict, total=False):
     provider_bounds: ProviderBounds
     # Steps every followed job when it is due (beside arq's tasks).
     follower: JobFollower
+    # Sends the first attempt of the webhooks this process emits.
+    local_sender: LocalSender

@@ -33,6 +33,7 @@ from service.providers.base import ProviderError
 from service.resources import ingest_pool, open_resources, queue_client
 from service.settings import Settings
 from service.webhooks.delivery import delivery_client
+from service.webhooks.sending import LocalSender
 from worker import heartbeat
 from worker.context import WorkerContext
 from worker.task_lock import lock_seconds
@@ -111,6 +112,8 @@ def build_worker(
         ctx["webhook_client"] = await stack.enter_async_context(
             delivery_client(allow_private=settings.webhook_allow_private_networks)
         )
+        # Webhooks' first attempts go out from here, not through the queue.
+        resources.local_sender = ctx["local_sender"] = LocalSender(resources, ctx["webhook_client"])
         try:
             await resources.providers.learn_models()
         except ProviderError as exc:  # a provider that is down is asked again later
@@ -138,6 +141,8 @@ def build_worker(
         typed = cast(WorkerContext, ctx)
         if "follower" in typed:
             await typed["follower"].stop()
+        if "local_sender" in typed:
+            await typed["local_sender"].stop()
         if heartbeat_task is not None:
             heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

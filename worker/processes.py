@@ -154,8 +154,10 @@ async def _let_tasks_finish(worker: Worker, run: asyncio.Task[None]) -> None:
         await asyncio.wait({run}, timeout=0.2)
         started = worker.main_task is not None
         follower = worker.ctx.get("follower")
+        sender = worker.ctx.get("local_sender")
         steps = follower.busy if follower is not None else 0
-        if started and steps == 0 and all(task.done() for task in worker.tasks.values()):
+        sends = sender.busy if sender is not None else 0
+        if started and steps == sends == 0 and all(t.done() for t in worker.tasks.values()):
             return
 
 

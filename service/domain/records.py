@@ -294,6 +294,9 @@ class Delivery(Record):
     state: DeliveryState = "pending"
     attempt_count: int = 0
     next_attempt_at: float | None = None
+    # Until then the process that stored the delivery sends its first attempt itself
+    # (service.webhooks.sending); the queue takes over after it.
+    sending_until: float | None = None
     last_status: int | None = None
     last_error: str | None = None
     updated_at: str

@@ -45,6 +45,7 @@ from service.providers.base import (
 from service.resources import Resources
 from service.store.jobs import Changes, JobSnapshot
 from service.webhooks.events import emit_job_event
+from service.webhooks.sending import held_sends
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,17 @@ class JobSync:
         checkpoints: list[JobCheckpoint] | None = None,
     ) -> tuple[Job, bool]:
         """Re-read, apply `decide`, announce what became due, and write it all at once;
-        again on a lost race. Returns the job as written and whether a poke arrived."""
+        again on a lost race. Returns the job as written and whether a poke arrived.
+        Announcements go out once the write landed (a receiver reads what it was told)."""
+        with held_sends(self.resources):
+            return await self._commit_held(job_id, decide, checkpoints)
+
+    async def _commit_held(
+        self,
+        job_id: str,
+        decide: Callable[[Job, Step], None],
+        checkpoints: list[JobCheckpoint] | None,
+    ) -> tuple[Job, bool]:
         for _ in range(MAX_WRITE_ATTEMPTS):
             snapshot, self._base = self._base, None
             if snapshot is None or snapshot.job.id != job_id:

@@ -285,7 +285,10 @@ class WebhookDelivery:
             attempt = delivery.attempt_count + 1
             if await tasks.is_scheduled(queue, tasks.deliver_job_id(delivery.id, attempt)):
                 continue
-            defer = max(0.0, float(delivery.next_attempt_at or 0) - time.time())
+            due = float(delivery.next_attempt_at or 0)
+            if attempt == 1:
+                due = max(due, delivery.sending_until or 0.0)  # a worker may be sending it
+            defer = max(0.0, due - time.time())
             if await tasks.enqueue_delivery(queue, delivery.id, attempt=attempt, defer_by=defer):
                 scheduled += 1
         return scheduled

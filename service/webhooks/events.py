@@ -5,7 +5,9 @@
 once (`{"id", "type", "timestamp", "data"}` with `data` the job or the
 evaluation exactly as its GET shows it), creates one delivery per
 target — every enabled endpoint of the tenant subscribed to the type, plus
-the job's own `webhook_url` for final states — and enqueues them. It is
+the job's own `webhook_url` for final states — and has them sent: by this
+process at once where it sends first attempts itself (the worker; see
+`service.webhooks.sending`), else through the queue. It is
 idempotent: the event id and delivery ids derive from (job, type, target),
 so a sync step that runs twice announces once.
 """
@@ -26,6 +28,7 @@ from service.jobs.view import public_job
 from service.resources import Resources
 from service.store.records import dumps
 from service.store.webhooks import delivery_id_for
+from service.webhooks.sending import SEND_WINDOW_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ def new_delivery(
     endpoint_id: str | None,
     url: str,
     job_id: str | None,
+    sending_until: float | None = None,
 ) -> Delivery:
     now = now_iso()
     return Delivery(
@@ -65,6 +69,7 @@ def new_delivery(
         event_type=event_type,
         payload=payload,
         next_attempt_at=time.time(),
+        sending_until=sending_until,
         created_at=now,
         updated_at=now,
     )
@@ -128,7 +133,9 @@ async def emit_event(
     if own_url:
         targets.append((None, own_url))
     created = 0
+    sender = resources.local_sender
     for endpoint_id, url in targets:
+        local = sender is not None and sender.has_room()
         delivery = new_delivery(
             delivery_id=delivery_id_for(event_id, endpoint_id or url),
             tenant=tenant,
@@ -138,14 +145,25 @@ async def emit_event(
             endpoint_id=endpoint_id,
             url=url,
             job_id=job_id,
+            sending_until=sender.window_end() if sender is not None and local else None,
         )
         if await store.add_delivery(delivery):
             created += 1
-        # Enqueue even if it existed: a crash may have come between store and enqueue.
-        # A final state is what receivers wait on: it goes ahead of polls (priority lane).
-        await tasks.enqueue_delivery(
-            resources.queue, delivery.id, attempt=1, urgent=event_type in FINAL_TYPES
-        )
+            if sender is not None and local:
+                sender.send(delivery.id)  # this process sends it; no queue entry
+                continue
+            # A final state is what receivers wait on: it goes ahead of anything
+            # merely due (the priority lane).
+            await tasks.enqueue_delivery(
+                resources.queue, delivery.id, attempt=1, urgent=event_type in FINAL_TYPES
+            )
+        else:
+            # Stored before (a step that ran again, or a crash between store and
+            # queue): queue it, after the window in which a worker may be sending
+            # it itself. Queueing is a no-op while its attempt is already queued.
+            await tasks.enqueue_delivery(
+                resources.queue, delivery.id, attempt=1, defer_by=SEND_WINDOW_SECONDS
+            )
     if targets:
         logger.info(
             "event emitted",

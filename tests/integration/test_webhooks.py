@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -16,7 +17,7 @@ from tests.integration.conftest import (
     start_job,
     wait_for_job,
 )
-from tests.receiver import running_receiver
+from tests.receiver import Received, running_receiver
 
 
 async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -66,6 +67,76 @@ async def test_job_success_arrives_once_signed_with_the_tuned_model(client, work
     assert set(payload) == {"id", "type", "timestamp", "data"}
     own_payload = verify(job_secret.json()["secret"], own)
     assert own_payload["id"] == payload["id"] == subscribed.headers["webhook-id"]
+
+
+async def test_a_receiver_reading_the_job_on_arrival_finds_the_state_it_was_told(
+    client, worker
+) -> None:
+    base = str(client.base_url)
+    seen: list[tuple[str, str]] = []
+
+    def read_back(request: Received) -> None:
+        # What a receiver typically does: look the job up the moment it hears of it.
+        payload = json.loads(request.body)
+        job_id = payload["data"]["id"]
+        current = httpx.get(f"{base}/jobs/{job_id}", headers=auth(), timeout=10).json()
+        seen.append((payload["type"], current["status"]))
+
+    with running_receiver() as receiver:
+        receiver.on_request = read_back
+        await client.post(
+            "/webhooks",
+            headers=auth(),
+            json={"url": receiver.url, "event_types": ["job.running", "job.succeeded"]},
+        )
+        dataset = await create_dataset(client)
+        job = await start_job(client, dataset["id"])
+        await wait_for_job(client, job["id"], {"succeeded"})
+        await wait_for(lambda: len(seen) >= 2)
+    assert ("job.succeeded", "succeeded") in seen
+    running = [status for kind, status in seen if kind == "job.running"]
+    assert running
+    assert running[0] in ("running", "deploying", "succeeded")
+
+
+async def test_a_first_attempt_left_by_a_dead_worker_is_sent_after_its_window(
+    client, worker, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker stores a delivery to send itself and dies before sending it: the
+    reconciler sends it once the window it had has passed, and only once."""
+    from service.resources import open_resources
+    from service.webhooks import sending
+    from service.webhooks.delivery import delivery_client
+    from service.webhooks.events import emit_event
+
+    monkeypatch.setattr(sending, "SEND_WINDOW_SECONDS", 3.0)
+    with running_receiver() as receiver:
+        await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        async with (
+            open_resources(settings) as resources,
+            delivery_client(allow_private=True) as http,
+        ):
+            doomed = sending.LocalSender(resources, http)
+            resources.local_sender = doomed
+            with doomed.held_sends():
+                await emit_event(
+                    resources,
+                    tenant="tenant-a",
+                    event_id="evt_left_behind",
+                    event_type="job.succeeded",
+                    data={"id": "ftjob-left-behind"},
+                    job_id=None,
+                    own_url=None,
+                )
+            stored = time.time()
+            await doomed.stop()  # it "dies" before its attempt ran
+        await wait_for(lambda: len(receiver.requests) >= 1, timeout=20)
+        arrived = time.time()
+        await asyncio.sleep(1.0)  # nothing more should arrive
+    assert len(receiver.requests) == 1
+    assert json.loads(receiver.requests[0].body)["id"] == "evt_left_behind"
+    # Not before the window the dead worker had (it might have been sending it).
+    assert arrived >= stored + 3.0 - 0.5
 
 
 async def test_a_failing_receiver_sees_the_same_webhook_id_again(
