@@ -162,9 +162,14 @@ def training_method(
     return {"type": chosen_type, chosen_type: {"hyperparameters": clean}}
 
 
-def poll_delay(unchanged_polls: int, *, minimum: float, maximum: float) -> float:
-    """Poll quickly after a change, then back off geometrically while nothing moves."""
-    return float(min(maximum, minimum * (1.6 ** min(unchanged_polls, 30))))
+def poll_delay(quiet_seconds: float, *, minimum: float, maximum: float) -> float:
+    """Poll quickly after a change, then back off while nothing moves.
+
+    Each wait is the shortest plus 60 % of the time the job has been quiet: the
+    waits grow by 1.6 times from one poll to the next (1, 1.6, 2.6, 4.1 s … from 1 s)
+    without counting the polls, so a poll that found nothing new needs no write.
+    """
+    return float(min(maximum, minimum + 0.6 * max(0.0, quiet_seconds)))
 
 
 def retry_delay(attempt: int, *, retry_after: float | None, cap: float = 300.0) -> float:
@@ -412,13 +417,14 @@ def fail(job: Job, code: str, message: str, param: str | None, step: Step) -> No
         step.changed = True
 
 
-def next_poll(job: Job, step: Step, *, minimum: float, maximum: float) -> float:
-    """How long to wait before polling again, and the unchanged-poll count behind it.
+def next_poll(job: Job, step: Step, *, now: float, minimum: float, maximum: float) -> float:
+    """How long to wait before polling again; a change restarts the back-off.
 
     A change of status brings polls back to the quickest; new events alone do
     not. A training job reports progress steadily, and polling it at the
     quickest pace for that would cost a request per second per job for no
     change anyone waits on (progress is read at least every `maximum` seconds).
     """
-    job.unchanged_polls = 0 if step.changed else job.unchanged_polls + 1
-    return poll_delay(job.unchanged_polls, minimum=minimum, maximum=maximum)
+    if step.changed or job.changed_at is None:
+        job.changed_at = now
+    return poll_delay(now - job.changed_at, minimum=minimum, maximum=maximum)

@@ -157,7 +157,9 @@ class Job(Record):
     event_cursor: str | None = None
     # When the provider's events were last read (unix seconds).
     events_read_at: float | None = None
-    unchanged_polls: int = 0
+    # When the job last changed in a way that brings polls back to the quickest
+    # (unix seconds); polls back off with the time since.
+    changed_at: float | None = None
     sync_errors: int = 0
     deploy_attempts: int = 0
     announced: list[str] = Field(default_factory=list)

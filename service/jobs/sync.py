@@ -359,6 +359,25 @@ class JobSync:
                     self.resources,
                     job.model_copy(update={"fine_tuned_model": remote.fine_tuned_model}),
                 )
+        settings = self.settings
+        if (
+            not read_events
+            and not checkpoints
+            and not results
+            and not ready
+            and job.status != JobStatus.DEPLOYING
+            and not job.sync_errors
+            and not rules.announcements_due(job)
+        ):
+            # Nothing moved (the marker says so) and nothing is owed: the job as
+            # stored is still true but for the moving finish estimate, which the
+            # next read of events (at most a longest poll interval away) refreshes.
+            # No write, so the back-off comes from the time since the last change.
+            quiet = now - (job.changed_at or now)
+            delay = rules.poll_delay(
+                quiet, minimum=settings.poll_min_seconds, maximum=settings.poll_max_seconds
+            )
+            return min(_jitter(delay), settings.poll_max_seconds)
         view = remote_view(remote)
         seen = [event_view(e) for e in events]
         delay = 0.0
@@ -377,7 +396,7 @@ class JobSync:
                 j.deploy_attempts += 1
             j.sync_errors = 0
             delay = rules.next_poll(
-                j, s, minimum=self.settings.poll_min_seconds, maximum=self.settings.poll_max_seconds
+                j, s, now=now, minimum=settings.poll_min_seconds, maximum=settings.poll_max_seconds
             )
 
         job, poked = await self._commit(job.id, decide, checkpoints)
@@ -478,9 +497,10 @@ def _marker(remote: ProviderJob) -> str:
     """What a poll compares to learn whether the job moved since the last one: its
     status and the fields a provider changes on the way (not the moving estimate)."""
     error = remote.error.code if remote.error else ""
+    resolved = ",".join(f"{k}={v}" for k, v in sorted((remote.hyperparameters or {}).items()))
     return (
         f"{remote.raw_status}|{remote.fine_tuned_model or ''}|{remote.trained_tokens or ''}|"
-        f"{remote.finished_at or ''}|{error}|{len(remote.result_refs)}"
+        f"{remote.finished_at or ''}|{error}|{len(remote.result_refs)}|{resolved}"
     )
 
 
