@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     upload_rate_grace_seconds: float = Field(default=10.0, ge=0)
     upload_concurrency_per_tenant: int = Field(default=4, ge=1)
     webhook_max_endpoints_per_tenant: int = Field(default=20, ge=1)
-    webhook_concurrency_per_tenant: int = Field(default=4, ge=1)
+    webhook_concurrency_per_tenant: int = Field(default=16, ge=1)
 
     # Evaluations
     # Chat calls one worker process has in flight to one provider at a time.

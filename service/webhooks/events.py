@@ -135,7 +135,7 @@ async def emit_event(
     created = 0
     sender = resources.local_sender
     for endpoint_id, url in targets:
-        local = sender is not None and sender.has_room()
+        window_end = sender.window_end() if sender is not None and sender.has_room() else None
         delivery = new_delivery(
             delivery_id=delivery_id_for(event_id, endpoint_id or url),
             tenant=tenant,
@@ -145,12 +145,12 @@ async def emit_event(
             endpoint_id=endpoint_id,
             url=url,
             job_id=job_id,
-            sending_until=sender.window_end() if sender is not None and local else None,
+            sending_until=window_end,
         )
         if await store.add_delivery(delivery):
             created += 1
-            if sender is not None and local:
-                sender.send(delivery.id)  # this process sends it; no queue entry
+            if sender is not None and window_end is not None:
+                sender.send(delivery.id, tenant, window_end)  # sent from here, not queued
                 continue
             # A final state is what receivers wait on: it goes ahead of anything
             # merely due (the priority lane).

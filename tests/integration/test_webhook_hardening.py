@@ -140,7 +140,11 @@ async def test_only_a_small_prefix_of_a_huge_answer_is_read(client, worker) -> N
 class TestTenantIsolation:
     @pytest.fixture
     def env(self, env: dict[str, str]) -> dict[str, str]:
-        return {**env, "WEBHOOK_MAX_ENDPOINTS_PER_TENANT": "60"}
+        return {
+            **env,
+            "WEBHOOK_MAX_ENDPOINTS_PER_TENANT": "60",
+            "WEBHOOK_CONCURRENCY_PER_TENANT": "4",
+        }
 
     async def test_one_tenants_hanging_endpoints_do_not_delay_another_tenants_job(
         self, client, worker, monkeypatch

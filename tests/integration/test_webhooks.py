@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import httpx
@@ -137,6 +138,56 @@ async def test_a_first_attempt_left_by_a_dead_worker_is_sent_after_its_window(
     assert json.loads(receiver.requests[0].body)["id"] == "evt_left_behind"
     # Not before the window the dead worker had (it might have been sending it).
     assert arrived >= stored + 3.0 - 0.5
+
+
+async def test_a_burst_for_one_tenant_arrives_whole_within_its_concurrency(
+    client, worker, settings
+) -> None:
+    """Three times as many events at once as a tenant may have attempts in flight:
+    each arrives once, and the receiver never has more than that many open."""
+    from service.resources import open_resources
+    from service.webhooks import sending
+    from service.webhooks.delivery import delivery_client
+    from service.webhooks.events import emit_event
+
+    limit = settings.webhook_concurrency_per_tenant
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+
+    def slow(_: Received) -> None:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.2)
+        with lock:
+            in_flight -= 1
+
+    with running_receiver() as receiver:
+        receiver.on_request = slow
+        await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
+        async with (
+            open_resources(settings) as resources,
+            delivery_client(allow_private=True) as http,
+        ):
+            sender = sending.LocalSender(resources, http)
+            resources.local_sender = sender
+            with sender.held_sends():
+                for n in range(3 * limit):
+                    await emit_event(
+                        resources,
+                        tenant="tenant-a",
+                        event_id=f"evt_burst_{n}",
+                        event_type="job.succeeded",
+                        data={"id": f"ftjob-burst-{n}"},
+                        job_id=None,
+                        own_url=None,
+                    )
+            await wait_for(lambda: len(receiver.requests) >= 3 * limit)
+            await sender.stop()
+    ids = [json.loads(r.body)["id"] for r in receiver.requests]
+    assert sorted(ids) == sorted(f"evt_burst_{n}" for n in range(3 * limit))
+    assert 1 < most <= limit
 
 
 async def test_a_failing_receiver_sees_the_same_webhook_id_again(
