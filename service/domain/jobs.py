@@ -172,6 +172,23 @@ def poll_delay(quiet_seconds: float, *, minimum: float, maximum: float) -> float
     return float(min(maximum, minimum + 0.6 * max(0.0, quiet_seconds)))
 
 
+def toward_finish(
+    wait: float, *, now: float, estimated_finish: float | None, minimum: float, maximum: float
+) -> float:
+    """Poll a running job when its provider expects it to finish rather than up to a
+    whole back-off later: at the estimate (never sooner than `minimum`), then every
+    `minimum` seconds while the estimate is at most `maximum` seconds past. An
+    estimate further past than that is not trusted, and the back-off is kept."""
+    if estimated_finish is None:
+        return wait
+    until = estimated_finish - now
+    if until > 0:
+        return min(wait, max(until, minimum))
+    if -until <= maximum:
+        return min(wait, minimum)
+    return wait
+
+
 def retry_delay(attempt: int, *, retry_after: float | None, cap: float = 300.0) -> float:
     """Capped exponential backoff for retriable provider errors, honouring Retry-After.
 

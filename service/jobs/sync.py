@@ -377,7 +377,7 @@ class JobSync:
             delay = rules.poll_delay(
                 quiet, minimum=settings.poll_min_seconds, maximum=settings.poll_max_seconds
             )
-            return min(_jitter(delay), settings.poll_max_seconds)
+            return self._wait(delay, remote, now)
         view = remote_view(remote)
         seen = [event_view(e) for e in events]
         delay = 0.0
@@ -406,8 +406,20 @@ class JobSync:
             return _jitter(min(DEPLOY_POLL_SECONDS, self.settings.poll_max_seconds))
         if poked:
             return AGAIN  # a provider webhook or an action arrived meanwhile
-        # Jitter spreads polls out, never past the longest interval (a promise to users).
-        return min(_jitter(delay), self.settings.poll_max_seconds)
+        return self._wait(delay, remote, now)
+
+    def _wait(self, delay: float, remote: ProviderJob, now: float) -> float:
+        """The wait before the next poll: jitter spreads polls out, never past the
+        longest interval (a promise to users), and a job expected to finish sooner is
+        polled then."""
+        settings = self.settings
+        return rules.toward_finish(
+            min(_jitter(delay), settings.poll_max_seconds),
+            now=now,
+            estimated_finish=remote.estimated_finish if remote.status == "running" else None,
+            minimum=settings.poll_min_seconds,
+            maximum=settings.poll_max_seconds,
+        )
 
     async def _deploy(self, job: Job, provider: Provider) -> Outcome:
         if job.fine_tuned_model is None:

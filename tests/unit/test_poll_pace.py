@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain.jobs import Step, next_poll, poll_delay
+from service.domain.jobs import Step, next_poll, poll_delay, toward_finish
 from tests.unit.test_job_progress import job
 
 T0 = 1_780_000_000.0
@@ -28,3 +28,15 @@ def test_a_change_brings_polls_back_to_the_quickest() -> None:
     assert next_poll(polled, changed, now=T0 + 61, minimum=1, maximum=5) == 1.0
     assert polled.changed_at == T0 + 61
     assert next_poll(polled, Step(), now=T0 + 62, minimum=1, maximum=5) == pytest.approx(1.6)
+
+
+def test_a_running_job_is_polled_when_its_provider_expects_it_to_finish() -> None:
+    def wait(estimate: float | None) -> float:
+        return toward_finish(5.0, now=T0, estimated_finish=estimate, minimum=1.0, maximum=5.0)
+
+    assert wait(None) == 5.0  # no estimate: the back-off stands
+    assert wait(T0 + 2.5) == 2.5  # due before the next poll: polled then
+    assert wait(T0 + 0.2) == 1.0  # never sooner than the shortest interval
+    assert wait(T0 + 9.0) == 5.0  # due after the next poll: nothing changes
+    assert wait(T0 - 3.0) == 1.0  # just past the estimate: polled quickly until it ends
+    assert wait(T0 - 30.0) == 5.0  # long past: the estimate is not trusted
