@@ -14,7 +14,9 @@ worker only learns by polling (POLL_MIN/MAX_SECONDS).
 
 Reports, per mode: time from the first POST until every job's final webhook
 arrived; model-ready delay (tap arrival -> our `job.succeeded` webhook at the
-receiver) p50/p99/max; worker CPU seconds per job (/proc, whole run); Redis
+receiver) p50/p99/max, and its two parts split at the moment the service
+recorded success (the payload's `updated_at`): noticing the finish, and
+delivering the webhook; worker CPU seconds per job (/proc, whole run); Redis
 `used_memory` growth per job (everything the run left: records, events,
 deliveries, queue leftovers); Redis round trips per job (requests Redis read
 from all clients during the run: the API's job creation, the worker, arq's
@@ -32,6 +34,7 @@ import sys
 import time
 from collections import Counter
 
+from bench.hooks import Delivery
 from bench.lifecycle import (
     all_jobs,
     create_dataset,
@@ -81,15 +84,20 @@ def run_mode(
     statuses = Counter(job["status"] for job in jobs)
     succeeded = [d for d in deliveries if d.type == "job.succeeded"]
     unique_ids = {d.webhook_id for d in succeeded}
-    first_delivery: dict[str, float] = {}
+    first_delivery: dict[str, Delivery] = {}
     for delivery in succeeded:
         if delivery.upstream_job_id:
-            first_delivery.setdefault(delivery.upstream_job_id, delivery.at)
-    delays = [
-        at - js.tap.finished_at[upstream_id]
-        for upstream_id, at in first_delivery.items()
-        if upstream_id in js.tap.finished_at
-    ]
+            first_delivery.setdefault(delivery.upstream_job_id, delivery)
+    delays, noticing, sending = [], [], []
+    for upstream_id, delivery in first_delivery.items():
+        if upstream_id not in js.tap.finished_at:
+            continue
+        delay = delivery.at - js.tap.finished_at[upstream_id]
+        delays.append(delay)
+        if delivery.since_announced is not None:
+            # Split at the moment we recorded success (the payload's updated_at).
+            sending.append(delivery.since_announced)
+            noticing.append(delay - delivery.since_announced)
     goal = args.poll_max + 1 if not forward else 1.0
     p99 = percentile(delays, 99)
     duplicates = sum(1 for n in upstream.values() if n > 1)
@@ -105,6 +113,12 @@ def run_mode(
             f"p50 {fmt_ms(percentile(delays, 50))}, p99 {fmt_ms(p99)}, "
             f"max {fmt_ms(max(delays, default=float('nan')))} over {len(delays)} jobs  "
             f"{verdict(p99, goal, at_least=False)} s",
+        ),
+        (
+            f"[{mode}] delay split",
+            f"provider finish -> our succeeded p50 {fmt_ms(percentile(noticing, 50))}, "
+            f"p99 {fmt_ms(percentile(noticing, 99))}; our succeeded -> receiver p50 "
+            f"{fmt_ms(percentile(sending, 50))}, p99 {fmt_ms(percentile(sending, 99))}",
         ),
         (
             f"[{mode}] webhooks",

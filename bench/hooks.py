@@ -2,7 +2,7 @@
 
 `Receiver` plays the customer: it gets the service's signed job webhooks and
 records each one (arrival time, `webhook-id`, type, our job id, the upstream
-job id) and answers 200.
+job id, how long after the job's `updated_at` it arrived) and answers 200.
 
 `Tap` stands between the simulator and the service. The simulator sends its
 OpenAI-style `fine_tuning.job.*` webhooks here; the tap records when each
@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,6 +39,9 @@ class Delivery:
     job_id: str
     upstream_job_id: str | None
     status: str | None
+    # Seconds from the job's last change as the payload shows it (`updated_at`: for
+    # job.succeeded, the moment we recorded success) to this arrival.
+    since_announced: float | None = None
 
 
 @dataclass
@@ -51,6 +55,12 @@ class Receiver:
             payload = json.loads(body)
             data = payload.get("data") or {}
             provider = data.get("provider") or {}
+            updated = data.get("updated_at")
+            since = (
+                time.time() - datetime.fromisoformat(updated.replace("Z", "+00:00")).timestamp()
+                if isinstance(updated, str)
+                else None
+            )
             delivery = Delivery(
                 at=at,
                 webhook_id=headers.get("webhook-id", ""),
@@ -58,6 +68,7 @@ class Receiver:
                 job_id=str(data.get("id")),
                 upstream_job_id=provider.get("job_id"),
                 status=data.get("status"),
+                since_announced=since,
             )
         except (ValueError, AttributeError):
             return
