@@ -176,17 +176,16 @@ def toward_finish(
     wait: float, *, now: float, estimated_finish: float | None, minimum: float, maximum: float
 ) -> float:
     """Poll a running job when its provider expects it to finish rather than up to a
-    whole back-off later: at the estimate (never sooner than `minimum`), then every
-    `minimum` seconds while the estimate is at most `maximum` seconds past. An
-    estimate further past than that is not trusted, and the back-off is kept."""
+    whole back-off later: at the estimate (never sooner than `minimum`), then backing
+    off from it as from a change, so a late job is polled quickly at first and an
+    estimate long past changes nothing (a provider that runs late is not polled
+    harder for it)."""
     if estimated_finish is None:
         return wait
     until = estimated_finish - now
     if until > 0:
         return min(wait, max(until, minimum))
-    if -until <= maximum:
-        return min(wait, minimum)
-    return wait
+    return min(wait, poll_delay(-until, minimum=minimum, maximum=maximum))
 
 
 def retry_delay(attempt: int, *, retry_after: float | None, cap: float = 300.0) -> float:

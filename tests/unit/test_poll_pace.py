@@ -38,5 +38,6 @@ def test_a_running_job_is_polled_when_its_provider_expects_it_to_finish() -> Non
     assert wait(T0 + 2.5) == 2.5  # due before the next poll: polled then
     assert wait(T0 + 0.2) == 1.0  # never sooner than the shortest interval
     assert wait(T0 + 9.0) == 5.0  # due after the next poll: nothing changes
-    assert wait(T0 - 3.0) == 1.0  # just past the estimate: polled quickly until it ends
-    assert wait(T0 - 30.0) == 5.0  # long past: the estimate is not trusted
+    assert wait(T0) == 1.0  # at the estimate and still running: polled quickly
+    assert wait(T0 - 1.0) == pytest.approx(1.6)  # then backing off as from a change
+    assert wait(T0 - 30.0) == 5.0  # long past: the estimate changes nothing
