@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -100,35 +103,49 @@ async def test_a_receiver_reading_the_job_on_arrival_finds_the_state_it_was_told
     assert running[0] in ("running", "deploying", "succeeded")
 
 
+@contextlib.asynccontextmanager
+async def sending_process(settings) -> AsyncIterator[tuple[Any, Any]]:  # type: ignore[no-untyped-def]
+    """Resources and a LocalSender of their own, as a worker that emits events has."""
+    from service.resources import open_resources
+    from service.webhooks.delivery import delivery_client
+    from service.webhooks.sending import LocalSender
+
+    async with (
+        open_resources(settings) as resources,
+        delivery_client(allow_private=True) as http,
+    ):
+        sender = LocalSender(resources, http)
+        resources.local_sender = sender
+        yield resources, sender
+
+
+async def emit_test_event(resources, name: str) -> None:  # type: ignore[no-untyped-def]
+    from service.webhooks.events import emit_event
+
+    await emit_event(
+        resources,
+        tenant="tenant-a",
+        event_id=f"evt_{name}",
+        event_type="job.succeeded",
+        data={"id": f"ftjob-{name}"},
+        job_id=None,
+        own_url=None,
+    )
+
+
 async def test_a_first_attempt_left_by_a_dead_worker_is_sent_after_its_window(
     client, worker, settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker stores a delivery to send itself and dies before sending it: the
     reconciler sends it once the window it had has passed, and only once."""
-    from service.resources import open_resources
     from service.webhooks import sending
-    from service.webhooks.delivery import delivery_client
-    from service.webhooks.events import emit_event
 
     monkeypatch.setattr(sending, "SEND_WINDOW_SECONDS", 3.0)
     with running_receiver() as receiver:
         await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
-        async with (
-            open_resources(settings) as resources,
-            delivery_client(allow_private=True) as http,
-        ):
-            doomed = sending.LocalSender(resources, http)
-            resources.local_sender = doomed
+        async with sending_process(settings) as (resources, doomed):
             with doomed.held_sends():
-                await emit_event(
-                    resources,
-                    tenant="tenant-a",
-                    event_id="evt_left_behind",
-                    event_type="job.succeeded",
-                    data={"id": "ftjob-left-behind"},
-                    job_id=None,
-                    own_url=None,
-                )
+                await emit_test_event(resources, "left_behind")
             stored = time.time()
             await doomed.stop()  # it "dies" before its attempt ran
         await wait_for(lambda: len(receiver.requests) >= 1, timeout=20)
@@ -145,11 +162,6 @@ async def test_a_burst_for_one_tenant_arrives_whole_within_its_concurrency(
 ) -> None:
     """Three times as many events at once as a tenant may have attempts in flight:
     each arrives once, and the receiver never has more than that many open."""
-    from service.resources import open_resources
-    from service.webhooks import sending
-    from service.webhooks.delivery import delivery_client
-    from service.webhooks.events import emit_event
-
     limit = settings.webhook_concurrency_per_tenant
     in_flight, most = 0, 0
     lock = threading.Lock()
@@ -166,23 +178,10 @@ async def test_a_burst_for_one_tenant_arrives_whole_within_its_concurrency(
     with running_receiver() as receiver:
         receiver.on_request = slow
         await client.post("/webhooks", headers=auth(), json={"url": receiver.url})
-        async with (
-            open_resources(settings) as resources,
-            delivery_client(allow_private=True) as http,
-        ):
-            sender = sending.LocalSender(resources, http)
-            resources.local_sender = sender
+        async with sending_process(settings) as (resources, sender):
             with sender.held_sends():
                 for n in range(3 * limit):
-                    await emit_event(
-                        resources,
-                        tenant="tenant-a",
-                        event_id=f"evt_burst_{n}",
-                        event_type="job.succeeded",
-                        data={"id": f"ftjob-burst-{n}"},
-                        job_id=None,
-                        own_url=None,
-                    )
+                    await emit_test_event(resources, f"burst_{n}")
             await wait_for(lambda: len(receiver.requests) >= 3 * limit)
             await sender.stop()
     ids = [json.loads(r.body)["id"] for r in receiver.requests]
