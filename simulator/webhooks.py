@@ -56,8 +56,11 @@ class WebhookDispatcher:
 
     async def start(self) -> None:
         if self._state.config.webhook_url is not None:
+            # The timeout bounds each exchange with the receiver; waiting for one of
+            # our own pooled connections (a burst of finishes) is not a failed attempt.
             self._client = httpx.AsyncClient(
-                timeout=self._state.config.webhook_timeout_seconds, follow_redirects=False
+                timeout=httpx.Timeout(self._state.config.webhook_timeout_seconds, pool=None),
+                follow_redirects=False,
             )
         self._state.on_job_finished = self.notify
         for record in self._state.webhooks:
@@ -133,8 +136,10 @@ class WebhookDispatcher:
         record.status = "failed"
         self._state.save_webhook(record)
         logger.warning(
-            "webhook %s for %s not delivered after %d attempts",
+            "webhook %s for %s not delivered after %d attempts (last: %s %s)",
             record.type,
             record.job_id,
             attempts,
+            record.last_status_code,
+            record.last_error,
         )

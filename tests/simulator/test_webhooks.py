@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import openai
 import pytest
 import standardwebhooks
@@ -32,6 +34,8 @@ class Receiver:
     deliveries: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     # Status codes to answer, in order; 200 once they run out.
     answers: list[int] = field(default_factory=list)
+    # Seconds each answer takes (a slow receiver).
+    delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_for(self, count: int, timeout: float = 10) -> list[tuple[dict[str, str], bytes]]:
@@ -51,6 +55,7 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
+            time.sleep(state.delay)
             with state.lock:
                 state.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status = state.answers.pop(0) if state.answers else 200
@@ -61,7 +66,10 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 512  # a burst of webhooks connects at once
+
+    server = Server(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_port}/hooks"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -75,6 +83,7 @@ def receiver() -> Iterator[Receiver]:
 def hooked(receiver: Receiver) -> Iterator[tuple[openai.OpenAI, Receiver]]:
     receiver.deliveries.clear()
     receiver.answers.clear()
+    receiver.delay = 0.0
     config = SimulatorConfig(job_seconds=0.3, webhook_url=receiver.url, webhook_secret=SECRET)
     with (
         running_simulator(config) as base_url,
@@ -142,3 +151,42 @@ def test_a_refused_delivery_is_retried_with_the_same_id(
     assert len({headers["webhook-id"] for headers, _ in deliveries}) == 1
     for headers, body in deliveries:
         standardwebhooks.Webhook(SECRET).verify(body, headers)
+
+
+async def test_a_burst_larger_than_the_senders_pool_is_delivered_in_one_attempt_each(
+    receiver: Receiver,
+) -> None:
+    """Waiting for one of the simulator's own pooled connections is not a failed attempt:
+    250 jobs finishing together, a receiver taking 1.5 s per webhook, 2 s per attempt
+    and a single attempt each, and still every webhook arrives."""
+    receiver.deliveries.clear()
+    receiver.delay = 1.5
+    config = SimulatorConfig(
+        job_seconds=0.5,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        webhook_timeout_seconds=2.0,
+        webhook_attempts=1,
+    )
+    try:
+        with running_simulator(config) as base_url:
+            async with httpx.AsyncClient(
+                base_url=base_url, headers={"Authorization": "Bearer k"}, timeout=30
+            ) as http:
+                uploaded = await http.post(
+                    "/files",
+                    files={"file": ("a.jsonl", chat_examples(10))},
+                    data={"purpose": "fine-tune"},
+                )
+                body = {"training_file": uploaded.json()["id"], "model": "gpt-4o-mini"}
+                gate = asyncio.Semaphore(16)
+
+                async def create() -> None:
+                    async with gate:
+                        (await http.post("/fine_tuning/jobs", json=body)).raise_for_status()
+
+                await asyncio.gather(*(create() for _ in range(250)))
+            deliveries = await asyncio.to_thread(receiver.wait_for, 250, 30)
+    finally:
+        receiver.delay = 0.0
+    assert len({headers["webhook-id"] for headers, _ in deliveries}) == 250
