@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import auth
@@ -37,6 +38,18 @@ def env(env: dict[str, str], simulator: str) -> dict[str, str]:
         "OPENAI_BASE_URL": simulator,
         "OPENAI_WEBHOOK_SECRET": SIMULATOR_WEBHOOK_SECRET,
     }
+
+
+def set_faults(simulator: str, **faults: Any) -> None:
+    """Make the simulator misbehave (`/_sim/faults`: rates, latency, paths, seed)."""
+    root = simulator.removesuffix("/v1")
+    httpx.put(f"{root}/_sim/faults", json=faults, timeout=10).raise_for_status()
+
+
+def injected_faults(simulator: str) -> dict[str, int]:
+    root = simulator.removesuffix("/v1")
+    state = httpx.get(f"{root}/_sim/state", timeout=10).json()
+    return dict(state["requests"]["faults"])
 
 
 def sim_client(base_url: str):  # type: ignore[no-untyped-def]

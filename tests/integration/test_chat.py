@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import auth
-from tests.integration.conftest import create_dataset, start_job
+from tests.integration.conftest import create_dataset, injected_faults, set_faults, start_job
 from tests.seeds import SYSTEM_PROMPT, hiroyuki_csv
 
 QUESTION = "自己肯定感の高めかた"
@@ -139,3 +141,34 @@ async def test_base_model_chat_and_bad_requests(client, simulator) -> None:
         "/chat", headers=auth(), json={"model": "gpt-4o-mini", "messages": []}
     )
     assert empty.status_code == 400
+
+
+@pytest.fixture
+def short_provider_timeout(env: dict[str, str]) -> None:
+    env["PROVIDER_TIMEOUT_SECONDS"] = "0.5"
+
+
+async def test_a_provider_that_fails_is_answered_as_a_gateway_problem(
+    short_provider_timeout, client, simulator
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": ask()}
+    # The connection is dropped before any answer: 502, plain and streamed alike.
+    set_faults(simulator, drop_rate=1.0, paths=["/v1/chat"])
+    for sent in (body, {**body, "stream": True}):
+        dropped = await client.post("/chat", headers=auth(), json=sent)
+        assert dropped.status_code == 502, dropped.text
+        assert dropped.headers["content-type"].startswith("application/problem+json")
+        assert "provider" in dropped.json()["detail"]
+    assert injected_faults(simulator) == {"drop": 2}
+    # Slower than PROVIDER_TIMEOUT_SECONDS: 504.
+    set_faults(simulator, latency_ms=1500, paths=["/v1/chat"])
+    slow = await client.post("/chat", headers=auth(), json=body)
+    assert slow.status_code == 504, slow.text
+    assert slow.json()["detail"] == "The provider did not answer in time"
+    # The provider's own error keeps its words, and the pool is still usable after.
+    set_faults(simulator, rate_5xx=1.0, status_5xx=[503], max_faults=1, paths=["/v1/chat"])
+    failed = await client.post("/chat", headers=auth(), json=body)
+    assert failed.status_code == 502, failed.text
+    well = await client.post("/chat", headers=auth(), json=body)
+    assert well.status_code == 200, well.text
+    assert well.json()["choices"][0]["message"]["content"]

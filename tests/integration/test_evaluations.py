@@ -7,12 +7,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import auth
-from tests.integration.conftest import create_dataset, start_job, wait_for_job
+from tests.integration.conftest import (
+    create_dataset,
+    injected_faults,
+    set_faults,
+    start_job,
+    wait_for_job,
+)
 from tests.receiver import running_receiver
 from tests.seeds import chat_examples, jsonl
 
@@ -48,17 +53,6 @@ async def all_rows(client, evaluation_id: str, *, limit: int = 7) -> list[dict[s
 
 def scores_of(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["model"]: m["scores"] for m in evaluation["summary"]["models"]}
-
-
-def set_faults(simulator: str, **faults: Any) -> None:
-    root = simulator.removesuffix("/v1")
-    httpx.put(f"{root}/_sim/faults", json=faults, timeout=10).raise_for_status()
-
-
-def injected_faults(simulator: str) -> dict[str, int]:
-    root = simulator.removesuffix("/v1")
-    state = httpx.get(f"{root}/_sim/state", timeout=10).json()
-    return dict(state["requests"]["faults"])
 
 
 async def evaluate_job(client, trained: dict[str, Any], **extra: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]

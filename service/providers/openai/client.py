@@ -1,6 +1,8 @@
 """The `openai` kind: OpenAI and OpenAI-compatible APIs over the official SDK (3.x).
 
-One SDK client per provider, created once and sharing one connection pool.
+One SDK client per provider for the rare calls, and one pooled wire client
+(`service.providers.wire`) for the frequent ones: polls, uploads, job creation
+and chat.
 Covers OpenAI itself, Azure OpenAI's v1 API (base URL
 `https://RESOURCE.openai.azure.com/openai/v1/` and `job_extra_body =
 {"trainingType": "GlobalStandard"}`) and the simulator. Tuned models serve
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx2
 import openai
 from openai import AsyncOpenAI
@@ -35,6 +38,7 @@ from service.providers.base import (
 )
 from service.providers.openai.results import metrics_from_results
 from service.providers.openai.webhooks import WebhookVerifier
+from service.providers.wire import Wire, WireError
 
 # Above this, files go through the Uploads API in parts (OpenAI's single-file limit).
 SINGLE_UPLOAD_LIMIT = 512 * 1024 * 1024
@@ -69,7 +73,7 @@ RETRY_MAX_SECONDS = 8.0
 RETRY_AFTER_MAX_SECONDS = 60.0
 
 
-def _retry_delay(attempt: int, headers: httpx2.Headers | None) -> float:
+def _retry_delay(attempt: int, headers: Mapping[str, str] | None) -> float:
     asked = _retry_after(headers)
     if asked is not None and 0 <= asked <= RETRY_AFTER_MAX_SECONDS:
         return asked
@@ -81,7 +85,7 @@ def _retryable(status: int) -> bool:
     return status in RETRY_STATUSES or status >= 500
 
 
-def _retry_after(headers: httpx2.Headers | None) -> float | None:
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     if headers is None:
         return None
     if (value := headers.get("retry-after-ms")) is not None:
@@ -113,8 +117,8 @@ def to_provider_error(exc: openai.OpenAIError) -> ProviderError:
     return ProviderError(str(exc), status=None)
 
 
-def _status_error(status: int, content: bytes, headers: httpx2.Headers) -> ProviderError:
-    """A non-2xx chat answer as a ProviderError, keeping OpenAI's error fields."""
+def status_error(status: int, content: bytes, headers: Mapping[str, str]) -> ProviderError:
+    """A non-2xx answer as a ProviderError, keeping OpenAI's error fields."""
     error: dict[str, Any] = {}
     with contextlib.suppress(ValueError):
         parsed = json.loads(content)
@@ -127,6 +131,10 @@ def _status_error(status: int, content: bytes, headers: httpx2.Headers) -> Provi
         param=error.get("param") if isinstance(error.get("param"), str) else None,
         retry_after=_retry_after(headers),
     )
+
+
+def _json_bytes(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
 
 
 async def _call(operation: Callable[[], Awaitable[T]]) -> T:
@@ -241,12 +249,11 @@ class OpenAICompatibleProvider:
     ) -> None:
         self.name = name
         self._max_retries = max_retries
+        # The SDK's own client, for its rare calls (cancel, pause, resume, the lookup
+        # after a crash, chunked uploads); the frequent ones go over `self._wire`.
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(timeout, connect=10.0),
-            # httpcore checks every idle pooled connection on each request (a socket
-            # poll through anyio's attribute lookup: about 10 % of a busy worker's
-            # samples with 32 kept alive), so keep few idle; bursts may open more.
-            limits=httpx2.Limits(max_connections=64, max_keepalive_connections=8),
+            limits=httpx2.Limits(max_connections=16, max_keepalive_connections=4),
         )
         self._client = AsyncOpenAI(
             api_key=api_key,
@@ -257,15 +264,17 @@ class OpenAICompatibleProvider:
             max_retries=max_retries,
             http_client=self._http,
         )
+        self._wire = Wire(str(self._client.base_url), timeout=timeout)
         self._job_extra_body = dict(job_extra_body or {})
-        self._base_url = str(self._client.base_url).rstrip("/")
         self._read_headers = self._auth_headers()
+        self._chat_headers = {**self._read_headers, "Content-Type": "application/json"}
         self._webhooks = WebhookVerifier(webhook_secret) if webhook_secret else None
         if self._webhooks is None:
             self.capabilities = Capabilities(pause_resume=True, webhooks=False)
 
     async def aclose(self) -> None:
         await self._client.close()
+        await self._wire.aclose()
         if self._webhooks is not None:
             self._webhooks.close()
 
@@ -286,12 +295,15 @@ class OpenAICompatibleProvider:
             return str(upload.file.id)
 
         with path.open("rb") as handle:
-            created = await self._request_json(
-                "POST",
-                "/files",
-                files={"file": (filename, handle, "application/jsonl")},
-                data={"purpose": "fine-tune"},
-            )
+
+            def form() -> aiohttp.FormData:
+                handle.seek(0)  # a retried upload sends its file from the start again
+                built = aiohttp.FormData()
+                built.add_field("purpose", "fine-tune")
+                built.add_field("file", handle, filename=filename, content_type="application/jsonl")
+                return built
+
+            created = await self._request_json("POST", "/files", form=form)
         return str(created["id"])
 
     async def _find_created(self, spec: JobSpec) -> ProviderJob | None:
@@ -348,8 +360,8 @@ class OpenAICompatibleProvider:
         return _job(created)
 
     # Following a job is the hot path (every poll of every job), and staging and
-    # creating happen once per job: these calls go over the pooled HTTP client with
-    # the SDK's URL and headers, and the JSON is read as dicts, without the SDK's
+    # creating happen once per job: these calls go over the wire client with the
+    # SDK's URL and headers, and the JSON is read as dicts, without the SDK's
     # request building and response models.
     async def _get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
         return await self._request_json("GET", path, params=params)
@@ -361,18 +373,11 @@ class OpenAICompatibleProvider:
         *,
         params: Mapping[str, str | int] | None = None,
         json_body: Mapping[str, Any] | None = None,
-        files: Mapping[str, Any] | None = None,
-        data: Mapping[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         content = await self._request_bytes(
-            method,
-            path,
-            params=params,
-            json_body=json_body,
-            files=files,
-            data=data,
-            headers=headers,
+            method, path, params=params, json_body=json_body, form=form, headers=headers
         )
         try:
             return json.loads(content)
@@ -388,46 +393,31 @@ class OpenAICompatibleProvider:
         *,
         params: Mapping[str, str | int] | None = None,
         json_body: Mapping[str, Any] | None = None,
-        files: Mapping[str, Any] | None = None,
-        data: Mapping[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        url = self._base_url + path
-        sent_headers = {**self._read_headers, **headers} if headers else self._read_headers
+        sent_headers = {**self._read_headers, **(headers or {})}
+        body = None
+        if json_body is not None:
+            body = _json_bytes(json_body)
+            sent_headers["Content-Type"] = "application/json"
         for attempt in range(self._max_retries + 1):
             last = attempt == self._max_retries
-            for part in (files or {}).values():
-                # A retried upload sends its file from the start again.
-                if isinstance(part, tuple) and hasattr(part[1], "seek"):
-                    part[1].seek(0)
             try:
-                response = await self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json_body,
-                    files=files,
-                    data=data,
-                    headers=sent_headers,
+                answer = await self._wire.send(
+                    method, path, params=params, body=body, form=form, headers=sent_headers
                 )
-            except httpx2.TimeoutException:
+            except WireError as exc:
                 if not last:
                     await asyncio.sleep(_retry_delay(attempt, None))
                     continue
-                raise ProviderError(
-                    "The provider did not answer in time", status=None, timeout=True
-                ) from None
-            except httpx2.HTTPError as exc:
-                if not last:
-                    await asyncio.sleep(_retry_delay(attempt, None))
+                raise exc.provider_error("provider") from None
+            if answer.status >= 400:
+                if not last and _retryable(answer.status):
+                    await asyncio.sleep(_retry_delay(attempt, answer.headers))
                     continue
-                raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
-            if response.status_code >= 400:
-                if not last and _retryable(response.status_code):
-                    await asyncio.sleep(_retry_delay(attempt, response.headers))
-                    continue
-                raise _status_error(response.status_code, response.content, response.headers)
-            return response.content
+                raise status_error(answer.status, answer.body, answer.headers)
+            return answer.body
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get_job(self, job_id: str) -> ProviderJob:
@@ -487,10 +477,10 @@ class OpenAICompatibleProvider:
             )
         return self._webhooks.job_id(body, headers)
 
-    # Chat is the latency-sensitive proxy path: it goes straight over the SDK's own
-    # pooled HTTP client, with the SDK's URL and auth headers, but without the SDK's
-    # request building and response models (about half the proxy's CPU per call,
-    # see docs/benchmarks.md). The body is passed through as the provider sent it.
+    # Chat is the latency-sensitive proxy path: it goes over the wire client with the
+    # SDK's URL and auth headers, without the SDK's request building and response
+    # models (see docs/benchmarks.md). The body is passed through as the provider
+    # sent it.
     def _auth_headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._client.api_key}"}
         if self._client.organization:
@@ -499,47 +489,35 @@ class OpenAICompatibleProvider:
             headers["OpenAI-Project"] = self._client.project
         return headers
 
-    def _chat_request(self, body: Mapping[str, Any]) -> httpx2.Request:
-        headers = {**self._read_headers, "Content-Type": "application/json"}
-        url = self._base_url + "/chat/completions"
-        return self._http.build_request(
-            "POST", url, content=json.dumps(body, ensure_ascii=False).encode(), headers=headers
-        )
-
     async def chat_bytes(self, body: Mapping[str, Any]) -> bytes:
         """The provider's chat completion, as the raw JSON bytes it sent."""
         try:
-            response = await self._http.send(self._chat_request(body))
-        except httpx2.TimeoutException:
-            raise ProviderError(
-                "The provider did not answer in time", status=None, timeout=True
-            ) from None
-        except httpx2.HTTPError as exc:
-            raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
-        if response.status_code >= 400:
-            raise _status_error(response.status_code, response.content, response.headers)
-        return response.content
+            answer = await self._wire.send(
+                "POST", "/chat/completions", body=_json_bytes(body), headers=self._chat_headers
+            )
+        except WireError as exc:
+            raise exc.provider_error("provider") from None
+        if answer.status >= 400:
+            raise status_error(answer.status, answer.body, answer.headers)
+        return answer.body
 
     async def chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         parsed = json.loads(await self.chat_bytes(body))
         return parsed if isinstance(parsed, dict) else {}
 
     async def chat_stream(self, body: Mapping[str, Any]) -> AsyncIterator[bytes]:
-        request = self._chat_request({**body, "stream": True})
+        sent = _json_bytes({**body, "stream": True})
+        started = False
         try:
-            response = await self._http.send(request, stream=True)
-        except httpx2.TimeoutException:
-            raise ProviderError(
-                "The provider did not answer in time", status=None, timeout=True
-            ) from None
-        except httpx2.HTTPError as exc:
-            raise ProviderError(f"Could not reach the provider: {exc}", status=None) from None
-        try:
-            if response.status_code >= 400:
-                raise _status_error(response.status_code, await response.aread(), response.headers)
-            async for chunk in response.aiter_raw():
-                yield chunk
-        except httpx2.HTTPError as exc:
-            raise ProviderError(f"The provider stream broke: {exc}", status=None) from exc
-        finally:
-            await response.aclose()
+            async with self._wire.stream(
+                "POST", "/chat/completions", body=sent, headers=self._chat_headers
+            ) as opened:
+                if opened.status >= 400:
+                    raise status_error(opened.status, await opened.read(), opened.headers)
+                started = True
+                async for chunk in opened.chunks():
+                    yield chunk
+        except WireError as exc:
+            if started:
+                raise ProviderError(f"The provider stream broke: {exc}", status=None) from exc
+            raise exc.provider_error("provider") from None

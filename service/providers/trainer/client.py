@@ -14,16 +14,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx2
-
 from service.providers.base import (
     Capabilities,
     JobSpec,
     ModelFacts,
-    ProviderError,
     ProviderJob,
 )
-from service.providers.openai.client import OpenAICompatibleProvider
+from service.providers.openai.client import OpenAICompatibleProvider, status_error
+from service.providers.wire import Answer, WireError
 
 # Options a trainer job takes beside OpenAI's fields.
 OPTIONS = frozenset({"lora"})
@@ -36,25 +34,23 @@ class TrainerProvider(OpenAICompatibleProvider):
         super().__init__(name=name, api_key=api_key, base_url=base_url, timeout=timeout)
         # The trainer sends no webhooks and cannot pause a training.
         self.capabilities = Capabilities(pause_resume=False, webhooks=False, options=OPTIONS)
-        self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key != "unused" else {}
 
     async def _request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
-    ) -> httpx2.Response:
+    ) -> Answer:
+        headers = dict(self._headers)
+        sent = None
+        if body is not None:
+            sent = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            response = await self._http.request(
-                method, self._base + path, headers=self._headers, json=body
-            )
-        except httpx2.TimeoutException:
-            raise ProviderError(
-                "The trainer did not answer in time", status=None, timeout=True
-            ) from None
-        except httpx2.HTTPError as exc:
-            raise ProviderError(f"Could not reach the trainer: {exc}", status=None) from None
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
+            answer = await self._wire.send(method, path, body=sent, headers=headers)
+        except WireError as exc:
+            raise exc.provider_error("trainer") from None
+        if answer.status >= 400:
+            raise status_error(answer.status, answer.body, answer.headers)
+        return answer
 
     async def start_job(self, spec: JobSpec) -> ProviderJob:
         return await self._start(spec, extra_body=dict(spec.options))
@@ -64,9 +60,9 @@ class TrainerProvider(OpenAICompatibleProvider):
         return True
 
     async def describe_model(self, model: str) -> ModelFacts | None:
-        described = (await self._request("GET", f"/models/{model}")).json()
-        tokenizer = (await self._request("GET", f"/models/{model}/tokenizer")).content
-        template = (await self._request("GET", f"/models/{model}/chat_template")).json()
+        described = json.loads((await self._request("GET", f"/models/{model}")).body)
+        tokenizer = (await self._request("GET", f"/models/{model}/tokenizer")).body
+        template = json.loads((await self._request("GET", f"/models/{model}/chat_template")).body)
         special = {
             key: str(value)
             for key, value in template.items()
@@ -78,19 +74,3 @@ class TrainerProvider(OpenAICompatibleProvider):
             example_token_limit=int(described.get("context_length") or 2048),
             special_tokens=special,
         )
-
-
-def _error(response: httpx2.Response) -> ProviderError:
-    error: Mapping[str, Any] = {}
-    try:
-        parsed = json.loads(response.content)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            error = parsed["error"]
-    except ValueError:
-        pass
-    return ProviderError(
-        str(error.get("message") or f"HTTP {response.status_code}"),
-        status=response.status_code,
-        code=error.get("code") if isinstance(error.get("code"), str) else None,
-        param=error.get("param") if isinstance(error.get("param"), str) else None,
-    )
