@@ -37,7 +37,7 @@ from service.facade.routes import TAG as FACADE_TAG
 from service.facade.routes import facade_router
 from service.logs import register_settings_secrets
 from service.providers.base import ProviderError
-from service.resources import ingest_pool, open_resources
+from service.resources import ingest_pool, open_resources, startup_heap_frozen
 from service.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     "AUTH IS DISABLED: every request is served as tenant 'local'; "
                     "never run like this outside a development machine"
                 )
+            stack.enter_context(startup_heap_frozen())
             yield
 
     app = Litestar(

@@ -30,7 +30,7 @@ from service.evaluations.run import ProviderBounds
 from service.jobs.following import JobFollower
 from service.logs import log_context, request_id_var
 from service.providers.base import ProviderError
-from service.resources import ingest_pool, open_resources, queue_client
+from service.resources import ingest_pool, open_resources, queue_client, startup_heap_frozen
 from service.settings import Settings
 from service.webhooks.delivery import delivery_client
 from service.webhooks.sending import LocalSender
@@ -135,6 +135,7 @@ def build_worker(
         heartbeat_task = asyncio.create_task(
             heartbeat.run_heartbeat(resources, worker_id, alive=loop_running)
         )
+        stack.enter_context(startup_heap_frozen())
         logger.info("worker started", extra={"worker_id": worker_id})
 
     async def shutdown(ctx: dict[str, Any]) -> None:
