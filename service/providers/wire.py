@@ -1,11 +1,12 @@
 """The providers' HTTP client for their frequent calls: polls, job creation, chat.
 
 Every poll of every job and every proxied chat goes through here, so its cost
-per request is what the worker and the chat proxy spend most on. It runs on
-aiohttp: sending a request and reading its answer costs a sixth of the client
-CPU of an `httpx2.AsyncClient` at 16 requests in flight, and a third of the
-SDK's own aiohttp transport under httpx2 (`bench/` figures in
-docs/benchmarks.md). The SDK keeps its httpx2 client for its rare calls.
+per request is much of what the worker and the chat proxy spend. It runs on
+aiohttp: per request it costs about a third of the client CPU of an
+`httpx2.AsyncClient` with one request in flight and about a ninth with 16, and
+less than half of the SDK's own aiohttp transport under httpx2
+(`python -m bench.bench_http_client`, docs/benchmarks.md). The SDK keeps its
+httpx2 client for its rare calls.
 
 The session is made on first use, inside the running loop. Proxies come from
 the usual environment variables, read once for the provider's base URL (aiohttp's
@@ -96,7 +97,7 @@ class Wire:
         max_connections: int = 64,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._proxy = _proxy_for(self.base_url)
+        self.proxy = _proxy_for(self.base_url)
         self._max_connections = max_connections
         # `connect` bounds the wait for a pooled connection plus its opening,
         # `sock_read` each wait for the next bytes of the answer (httpx's read timeout).
@@ -135,7 +136,7 @@ class Wire:
                 params=params,
                 data=body,
                 headers=headers,
-                proxy=self._proxy,
+                proxy=self.proxy,
                 allow_redirects=False,
             ) as response:
                 yield response

@@ -44,11 +44,16 @@ def crossing(folder: str, banned: tuple[str, ...], allowed: str | None = None) -
 @pytest.mark.parametrize(
     ("folder", "banned", "allowed"),
     [
-        ("service/domain", ("redis", "httpx", "httpx2", "litestar", "openai", "arq"), None),
+        (
+            "service/domain",
+            ("redis", "httpx", "httpx2", "aiohttp", "litestar", "openai", "arq"),
+            None,
+        ),
         ("worker", ("service.api", "service.app", "litestar"), None),
         ("simulator", ("service", "worker"), None),
         ("trainer", ("service", "worker", "simulator"), None),
         ("service", ("openai",), "service/providers/"),
+        ("service", ("aiohttp",), "service/providers/"),
         ("worker", ("openai",), None),
     ],
 )
