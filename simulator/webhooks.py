@@ -26,6 +26,11 @@ from simulator.state import SimulatorState
 logger = logging.getLogger("simulator.webhooks")
 
 USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
+# Webhooks in flight at once. The rest wait their turn here, outside the attempt's
+# timeout: a burst of finishes is no failed attempt, and no queue of a thousand
+# requests inside httpcore's pool (whose every hand-out scans that queue: the
+# simulator spent most of its CPU there and answered polls seconds late).
+CONCURRENT_DELIVERIES = 64
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -53,13 +58,13 @@ class WebhookDispatcher:
         self._state = state
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = asyncio.Semaphore(CONCURRENT_DELIVERIES)
 
     async def start(self) -> None:
         if self._state.config.webhook_url is not None:
-            # The timeout bounds each exchange with the receiver; waiting for one of
-            # our own pooled connections (a burst of finishes) is not a failed attempt.
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._state.config.webhook_timeout_seconds, pool=None),
+                timeout=self._state.config.webhook_timeout_seconds,
+                limits=httpx.Limits(max_connections=CONCURRENT_DELIVERIES),
                 follow_redirects=False,
             )
         self._state.on_job_finished = self.notify
@@ -117,9 +122,10 @@ class WebhookDispatcher:
             record.attempts += 1
             self._state.save_webhook(record)
             try:
-                response = await client.post(
-                    url, content=body, headers=signed_headers(secret, record.event_id, body)
-                )
+                async with self._in_flight:
+                    response = await client.post(
+                        url, content=body, headers=signed_headers(secret, record.event_id, body)
+                    )
             except httpx.HTTPError as exc:
                 record.last_error = f"{type(exc).__name__}: {exc}"
                 record.last_status_code = None

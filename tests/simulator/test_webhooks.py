@@ -156,9 +156,10 @@ def test_a_refused_delivery_is_retried_with_the_same_id(
 async def test_a_burst_larger_than_the_senders_pool_is_delivered_in_one_attempt_each(
     receiver: Receiver,
 ) -> None:
-    """Waiting for one of the simulator's own pooled connections is not a failed attempt:
-    250 jobs finishing together, a receiver taking 1.5 s per webhook, 2 s per attempt
-    and a single attempt each, and still every webhook arrives."""
+    """Waiting for its turn to send (the simulator has so many webhooks in flight at
+    once) is not a failed attempt: 250 jobs finishing together, a receiver taking
+    1.5 s per webhook, 2 s per attempt and a single attempt each, and still every
+    webhook arrives."""
     receiver.deliveries.clear()
     receiver.delay = 1.5
     config = SimulatorConfig(
