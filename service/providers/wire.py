@@ -2,7 +2,7 @@
 
 Every poll of every job and every proxied chat goes through here, so its cost
 per request is much of what the worker and the chat proxy spend. It runs on
-aiohttp: per request it costs about a third of the client CPU of an
+aiohttp: per request it costs about a quarter of the client CPU of an
 `httpx2.AsyncClient` with one request in flight and about a ninth with 16, and
 less than half of the SDK's own aiohttp transport under httpx2
 (`python -m bench.bench_http_client`, docs/benchmarks.md). The SDK keeps its
