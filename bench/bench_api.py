@@ -20,7 +20,7 @@ import httpx
 
 from bench import wrk
 from bench.report import block, fmt_ms, record_goal, verdict
-from bench.stack import AUTH, Stack, free_port, http_ok, section
+from bench.stack import AUTH, Stack, section
 
 EXAMPLES = [
     {
@@ -69,14 +69,7 @@ def main(argv: list[str]) -> int:
         with section("starting redis-server, the API and the hello-world app"):
             env = stack.service_env(stack.redis())
             _, base = stack.api(env)
-            hello_port = free_port()
-            hello_proc = stack.spawn(
-                "hello",
-                [sys.executable, "-m", "bench.hello_app"],
-                {"HOST": "127.0.0.1", "PORT": str(hello_port)},
-            )
-            hello_url = f"http://127.0.0.1:{hello_port}/hello"
-            stack.started(hello_proc, lambda: http_ok(hello_url))
+            hello_url = f"{stack.hello()}/hello"
         with section(f"creating a dataset and {args.jobs} jobs"):
             job_ids = seed_jobs(base, args.jobs)
 

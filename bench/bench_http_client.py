@@ -29,7 +29,7 @@ import uvloop
 from openai import DefaultAioHttpClient
 
 from bench.report import block
-from bench.stack import Stack, free_port, http_ok, section
+from bench.stack import Stack, section
 from service.providers.wire import Wire
 
 Send = Callable[[], Awaitable[bytes]]
@@ -82,14 +82,7 @@ def main(argv: list[str]) -> int:
     best: dict[tuple[str, int], float] = {}
     with Stack() as stack:
         with section("starting the hello-world app"):
-            port = free_port()
-            proc = stack.spawn(
-                "hello",
-                [sys.executable, "-m", "bench.hello_app"],
-                {"HOST": "127.0.0.1", "PORT": str(port)},
-            )
-            base = f"http://127.0.0.1:{port}"
-            stack.started(proc, lambda: http_ok(f"{base}/hello"))
+            base = stack.hello()
         clients: dict[str, Callable[[int], Awaitable[float]]] = {
             "httpx2": lambda c: _httpx2(f"{base}/hello", args.requests, c, aiohttp=False),
             "SDK aiohttp": lambda c: _httpx2(f"{base}/hello", args.requests, c, aiohttp=True),

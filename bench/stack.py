@@ -206,6 +206,18 @@ class Stack:
         self.started(proc, lambda: http_ok(f"{base}/health"))
         return proc, base
 
+    def hello(self) -> str:
+        """`bench/hello_app.py` on a free port; returns its base URL (the route is /hello)."""
+        port = free_port()
+        proc = self.spawn(
+            "hello",
+            [sys.executable, "-m", "bench.hello_app"],
+            {"HOST": "127.0.0.1", "PORT": str(port)},
+        )
+        base = f"http://127.0.0.1:{port}"
+        self.started(proc, lambda: http_ok(f"{base}/hello"))
+        return base
+
     def worker(self, env: dict[str, str], *, wait_api: str | None = None) -> Proc:
         proc = self.spawn("worker", [sys.executable, "-m", "worker"], env)
         if wait_api:
