@@ -138,10 +138,10 @@ def startup_heap_frozen() -> Iterator[None]:
     """Keep what startup built (modules, models, clients) out of every later full
     collection, for the life of the process's work.
 
-    A full collection walks every tracked object; after startup that is hundreds of
-    thousands that will live as long as the process, and each walk stopped the
-    event loop for tens of milliseconds (the chat proxy's p99 at 16 connections:
-    65 ms with, 10 ms without, docs/benchmarks.md). Unfrozen on the way out, so a
+    A full collection walks every tracked object; after startup that is some 80,000
+    (the imports alone) that will live as long as the process, and the walks
+    stalled the event loop: the chat proxy's p99 at 16 connections was 65 ms
+    unfrozen and 10 ms frozen (docs/benchmarks.md). Unfrozen on the way out, so a
     process that starts the app several times (the tests) can still collect them.
     """
     gc.collect()
