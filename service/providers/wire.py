@@ -51,23 +51,19 @@ class Answer:
 
 @dataclass(frozen=True)
 class OpenStream:
+    """An answer whose body is read inside `Wire.stream`'s block (a broken connection
+    comes out of the block as a WireError)."""
+
     status: int
     headers: Mapping[str, str]
     _response: aiohttp.ClientResponse
 
     async def read(self) -> bytes:
-        try:
-            return await self._response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _wire_error(exc) from exc
+        return await self._response.read()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; WireError if the connection breaks."""
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _wire_error(exc) from exc
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
+        return self._response.content.iter_any()
 
 
 def _proxy_for(base_url: str) -> str | None:
