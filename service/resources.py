@@ -26,6 +26,7 @@ from service.domain.tokens import preload_encodings
 from service.providers.registry import ProviderRegistry
 from service.settings import Settings
 from service.store.blobs import LocalBlobStore
+from service.store.connection import keep_cancellations
 from service.store.datasets import DatasetStore
 from service.store.evaluations import EvaluationStore
 from service.store.following import FollowSchedule
@@ -83,14 +84,14 @@ class Resources:
 
 
 def redis_client(settings: Settings) -> Redis:
-    client: Redis = Redis.from_url(
+    pool = ConnectionPool.from_url(
         settings.redis_url,
         decode_responses=True,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         health_check_interval=30,
     )
-    return client
+    return Redis.from_pool(keep_cancellations(pool))
 
 
 def queue_client(settings: Settings) -> ArqRedis:
@@ -101,7 +102,7 @@ def queue_client(settings: Settings) -> ArqRedis:
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
     )
     return ArqRedis(
-        connection_pool=pool,
+        connection_pool=keep_cancellations(pool),
         job_serializer=tasks.serialize,
         job_deserializer=tasks.deserialize,
         default_queue_name=tasks.QUEUE_NAME,
