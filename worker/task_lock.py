@@ -13,7 +13,6 @@ task is free again one short expiry later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,5 +53,4 @@ async def held_task_lock(ctx: WorkerContext) -> AsyncIterator[None]:
         yield
     finally:
         refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        await asyncio.wait({refresher})  # a cancel aimed at the task itself still reaches it

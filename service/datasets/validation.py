@@ -16,11 +16,12 @@ The uploaded original is removed once the dataset reaches its final state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from service import tasks
 from service.datasets.creation import (
@@ -164,8 +165,9 @@ class DatasetValidation:
             )
         finally:
             reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            # Not `await reporter` under suppress(CancelledError): that would also
+            # swallow a cancel aimed at this validation while it waits.
+            await asyncio.wait({reporter})
         # What the upload itself decided stays: its time, and for /v1 files the
         # origin and the size as uploaded.
         records[0].created_at = record.created_at
@@ -207,6 +209,9 @@ class DatasetValidation:
                 await self.store.update(dataset_id, change)
             except RecordGone:
                 return
+            except (RedisError, OSError) as exc:  # progress is a courtesy; the work goes on
+                logger.warning("could not write validation progress", extra={"error": repr(exc)})
+                continue
             written = view
 
     async def _fail(self, dataset_id: str, code: str, message: str) -> str:
