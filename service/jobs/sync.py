@@ -199,10 +199,10 @@ class JobSync:
                             s, rules.transition(j, JobStatus.UPLOADING, "Uploading training data")
                         ),
                     )
-                job = await self._stage_files(job, provider)
+                job, marked = await self._stage_files(job, provider)
                 if is_terminal(job.status):
                     return await self._finish_terminal(job, provider)
-                job = await self._start(job, provider)
+                job = await self._start(job, provider, marked=marked)
                 if is_terminal(job.status):
                     return await self._finish_terminal(job, provider)
             if job.requested_action:
@@ -232,73 +232,85 @@ class JobSync:
         job, _ = await self._commit(job_id, lambda j, s: rules.fail(j, code, message, param, s))
         return job
 
-    async def _stage_files(self, job: Job, provider: Provider) -> Job:
-        for dataset_id, field in (
-            (job.dataset_id, "training_file_id"),
-            (job.validation_dataset_id, "validation_file_id"),
-        ):
-            if not dataset_id or getattr(job.upstream, field):
-                continue
+    async def _stage_files(self, job: Job, provider: Provider) -> tuple[Job, bool]:
+        """Upload what the job trains on; returns the job as last written and whether
+        that write also marked the upstream job's creation as attempted.
+
+        `job` is as fresh as this step's read or last write (a moment old), so a
+        cancel that landed before is seen without reading the job again.
+        """
+        missing = [
+            (dataset_id, field)
+            for dataset_id, field in (
+                (job.dataset_id, "training_file_id"),
+                (job.validation_dataset_id, "validation_file_id"),
+            )
+            if dataset_id and not getattr(job.upstream, field)
+        ]
+        marked = False
+        for position, (dataset_id, field) in enumerate(missing, start=1):
+            if is_terminal(job.status):
+                return job, False
             dataset = await self.resources.datasets.get(dataset_id)
             if dataset is None or not self.resources.blobs.exists(dataset_id):
-                return await self._fail(
+                failed = await self._fail(
                     job.id,
                     "dataset_missing",
                     f"Dataset {dataset_id} was deleted before it was uploaded",
                     "validation_dataset_id" if field == "validation_file_id" else "dataset_id",
                 )
-            # Re-read just before the upload: a cancel may have landed meanwhile.
-            current = await self.jobs.get(job.id)
-            if current is None:
-                raise _Gone
-            if is_terminal(current.status):
-                return current
+                return failed, False
             file_id = await provider.stage_file(
                 self.resources.blobs.path(dataset_id), filename=f"{dataset_id}.jsonl"
             )
+            last = position == len(missing)
 
-            # Record the provider's id the moment it exists.
-            def record(j: Job, _: Step, f: str = field, value: str = file_id) -> None:
+            # Record the provider's id the moment it exists. After the last upload
+            # the same write says the upstream job is about to be created (see _start).
+            def record(
+                j: Job, _: Step, f: str = field, value: str = file_id, last: bool = last
+            ) -> None:
                 setattr(j.upstream, f, value)
+                if last:
+                    _mark_create_attempted(j, _)
 
             job, _ = await self._commit(job.id, record)
+            marked = last and job.upstream.create_attempted
             logger.info("uploaded dataset", extra={"job_id": job.id, "file_id": file_id})
-        return job
+        return job, marked
 
-    async def _start(self, job: Job, provider: Provider) -> Job:
-        current = await self.jobs.get(job.id)
-        if current is None:
-            raise _Gone
-        if is_terminal(current.status):
-            return current
-        maybe_created = current.upstream.create_attempted
-        if not maybe_created:
+    async def _start(self, job: Job, provider: Provider, *, marked: bool) -> Job:
+        """Create the upstream job. `marked`: this step's last write already recorded
+        the attempt (so no earlier attempt can have made one)."""
+        if is_terminal(job.status):
+            return job
+        maybe_created = job.upstream.create_attempted and not marked
+        if not job.upstream.create_attempted:
             # From here on a crash may hide a job the provider made: the next attempt
             # looks for it before creating one.
-            def attempt(j: Job, _: Step) -> None:
-                j.upstream.create_attempted = True
-
-            current, _ = await self._commit(job.id, attempt)
-        if current.upstream.training_file_id is None:
-            raise RuntimeError(f"job {current.id} has no staged training file")
+            job, _ = await self._commit(job.id, _mark_create_attempted)
+            if is_terminal(job.status):
+                return job
+        if job.upstream.training_file_id is None:
+            raise RuntimeError(f"job {job.id} has no staged training file")
         remote = await provider.start_job(
             JobSpec(
-                key=current.id,
-                model=current.model,
-                training_file=current.upstream.training_file_id,
-                validation_file=current.upstream.validation_file_id,
-                method=current.method,
-                suffix=current.suffix,
-                seed=current.seed,
-                metadata=current.metadata,
-                options=current.provider_options,
+                key=job.id,
+                model=job.model,
+                training_file=job.upstream.training_file_id,
+                validation_file=job.upstream.validation_file_id,
+                method=job.method,
+                suffix=job.suffix,
+                seed=job.seed,
+                metadata=job.metadata,
+                options=job.provider_options,
                 maybe_created=maybe_created,
-                created_after=unix_from_iso(current.created_at),
+                created_after=unix_from_iso(job.created_at),
             )
         )
         logger.info(
             "upstream job ready",
-            extra={"job_id": current.id, "upstream_job": remote.id, "found": maybe_created},
+            extra={"job_id": job.id, "upstream_job": remote.id, "found": maybe_created},
         )
         view = remote_view(remote)
         job, _ = await self._commit(job.id, lambda j, s: rules.observe(j, view, [], s))
@@ -514,6 +526,12 @@ def _marker(remote: ProviderJob) -> str:
         f"{remote.raw_status}|{remote.fine_tuned_model or ''}|{remote.trained_tokens or ''}|"
         f"{remote.finished_at or ''}|{error}|{len(remote.result_refs)}|{resolved}"
     )
+
+
+def _mark_create_attempted(job: Job, _: Step) -> None:
+    """Before the provider is asked to create the job (unless it was cancelled)."""
+    if not is_terminal(job.status):
+        job.upstream.create_attempted = True
 
 
 def _unchanged(job: Job, step: Step) -> None:
