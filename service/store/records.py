@@ -221,6 +221,7 @@ async def update_record(
     change: Callable[[R], R | None],
     *,
     extra: Callable[[R], Sequence[Op]] | None = None,
+    read: str | None = None,
 ) -> R:
     """Apply `change` to the current record; it returns the new record (it may change
     the one it is given) or None for "no change". Compare-and-set: if the record
@@ -228,10 +229,15 @@ async def update_record(
     there is no record.
 
     `extra(new_record)` gives index operations committed with the record, so
-    the record and its indexes never disagree.
+    the record and its indexes never disagree. `read`: the record's raw JSON as
+    the caller read it, used instead of reading it again (if it is stale, the
+    compare-and-set fails and the next try reads).
     """
     for _ in range(MAX_UPDATE_ATTEMPTS):
-        raw = await redis.get(key)
+        if read is not None:
+            raw, read = read, None
+        else:
+            raw = await redis.get(key)
         current = parse(model, raw)
         if raw is None or current is None:
             raise RecordGone(key)

@@ -41,3 +41,7 @@ class Slots:
 
     async def release(self, holder: str) -> None:
         await self.redis.zrem(self.key, holder)
+
+    def release_op(self, holder: str) -> tuple[str, str, str]:
+        """The release as an operation for a `records.commit` the holder makes anyway."""
+        return ("ZREM", self.key, holder)

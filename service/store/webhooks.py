@@ -25,6 +25,7 @@ from service.store.records import (
     Op,
     Page,
     RecordGone,
+    WriteConflict,
     create_records,
     creation_score,
     delete_record,
@@ -32,7 +33,6 @@ from service.store.records import (
     get_records,
     page_ids,
     parse,
-    serialize,
     update_record,
 )
 
@@ -117,24 +117,26 @@ class WebhookStore:
 
     # Deliveries
     async def add_delivery(self, delivery: Delivery) -> bool:
-        """Store a new delivery; False if this (event, target) was already recorded."""
-        created = await self.redis.set(
-            self.keys.delivery(delivery.id), serialize(delivery), nx=True
-        )
-        if not created:
+        """Store a new delivery with its indexes (one write); False if this
+        (event, target) was already recorded."""
+        ops: list[Op] = [("SADD", self.keys.pending_deliveries, delivery.id)]
+        if delivery.endpoint_id:
+            index = self.keys.deliveries_by_endpoint(delivery.endpoint_id)
+            ops.append(("ZADD", index, creation_score(), delivery.id))
+        try:
+            await create_records(self.redis, [(self.keys.delivery(delivery.id), delivery)], ops)
+        except WriteConflict:
             return False
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if delivery.endpoint_id:
-                pipe.zadd(
-                    self.keys.deliveries_by_endpoint(delivery.endpoint_id),
-                    {delivery.id: creation_score()},
-                )
-            pipe.sadd(self.keys.pending_deliveries, delivery.id)
-            await pipe.execute()
         return True
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         return await get_record(self.redis, self.keys.delivery(delivery_id), Delivery)
+
+    async def read_delivery(self, delivery_id: str) -> tuple[Delivery, str] | None:
+        """A delivery with its raw JSON: the base of a later `update_delivery(read=…)`."""
+        raw = await self.redis.get(self.keys.delivery(delivery_id))
+        delivery = parse(Delivery, raw)
+        return None if raw is None or delivery is None else (delivery, raw)
 
     async def delivery_for_tenant(self, tenant: str, delivery_id: str) -> Delivery:
         found = await self.delivery(delivery_id)
@@ -148,9 +150,14 @@ class WebhookStore:
         change: Callable[[Delivery], Delivery | None],
         *,
         attempt: DeliveryAttempt | None = None,
+        read: str | None = None,
+        ops: Iterable[Op] = (),
     ) -> Delivery:
         """Change a delivery; `attempt`, when given, is appended to its attempts in
-        the same commit, so nobody reads an attempt without the verdict it led to."""
+        the same commit, so nobody reads an attempt without the verdict it led to.
+        `read`: the delivery as last read (see `update_record`); `ops`: more
+        operations for the same commit (a slot given back, say)."""
+        also = list(ops)
         attempts_key = self.keys.delivery_attempts(delivery_id)
         recorded = () if attempt is None else (attempt.model_dump_json(),)
 
@@ -160,7 +167,7 @@ class WebhookStore:
             for raw in recorded:
                 ops.append(("RPUSH", attempts_key, raw))
                 ops.append(("LTRIM", attempts_key, -MAX_ATTEMPTS_KEPT, -1))
-            return ops
+            return ops + also
 
         def changed(delivery: Delivery) -> Delivery | None:
             # An attempt to record is a change even when the fields stay the same.
@@ -168,7 +175,7 @@ class WebhookStore:
             return delivery if updated is None and recorded else updated
 
         return await update_record(
-            self.redis, self.keys.delivery(delivery_id), Delivery, changed, extra=index
+            self.redis, self.keys.delivery(delivery_id), Delivery, changed, extra=index, read=read
         )
 
     async def delivery_with_attempts(

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Iterable
 from typing import Literal
 
 import httpx
@@ -33,7 +34,7 @@ from service.domain import webhook_signing
 from service.domain.records import Delivery, DeliveryAttempt, Endpoint
 from service.domain.stamps import now_iso
 from service.resources import Resources
-from service.store.records import RecordGone
+from service.store.records import Op, RecordGone
 from service.store.slots import Slots
 from service.store.webhooks import WebhookStore
 from service.webhooks.outbound_guard import (
@@ -157,9 +158,10 @@ class WebhookDelivery:
 
     async def attempt(self, delivery_id: str, attempt: int) -> str | float:
         """One attempt; returns what happened, or the seconds to wait for a free slot."""
-        delivery = await self.store.delivery(delivery_id)
-        if delivery is None:
+        found = await self.store.read_delivery(delivery_id)
+        if found is None:
             return "gone"
+        delivery, read = found
         if delivery.state != "pending" or delivery.attempt_count >= attempt:
             return "stale"  # a duplicate enqueue of an attempt that already ran
         endpoint = None
@@ -179,11 +181,20 @@ class WebhookDelivery:
         if not await slots.take(holder):
             return SLOT_WAIT_SECONDS * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
         try:
-            return await self._send(delivery, endpoint, attempt)
-        finally:
-            await slots.release(holder)
+            # The write that records the attempt gives the slot back too.
+            return await self._send(delivery, read, endpoint, attempt, slots.release_op(holder))
+        except BaseException:
+            await slots.release(holder)  # a no-op if that write landed before the failure
+            raise
 
-    async def _send(self, delivery: Delivery, endpoint: Endpoint | None, attempt: int) -> str:
+    async def _send(
+        self,
+        delivery: Delivery,
+        read: str,
+        endpoint: Endpoint | None,
+        attempt: int,
+        release: Op,
+    ) -> str:
         store = self.store
         delivery_id = delivery.id
         url = endpoint.url if endpoint else delivery.url
@@ -233,7 +244,16 @@ class WebhookDelivery:
         # an answered attempt on a delivery that still looks pending.
         if delay is None:
             verdict: Literal["succeeded", "failed"] = "succeeded" if succeeded else "failed"
-            await _finish(store, delivery_id, verdict, status=status, error=error, record=record)
+            await _finish(
+                store,
+                delivery_id,
+                verdict,
+                status=status,
+                error=error,
+                record=record,
+                read=read,
+                ops=[release],
+            )
         else:
             retry_at = time.time() + delay
 
@@ -245,7 +265,9 @@ class WebhookDelivery:
                 d.updated_at = now_iso()
                 return d
 
-            await store.update_delivery(delivery_id, schedule, attempt=record)
+            await store.update_delivery(
+                delivery_id, schedule, attempt=record, read=read, ops=[release]
+            )
         if endpoint is not None:
             try:
                 if succeeded:
@@ -311,6 +333,8 @@ async def _finish(
     status: int | None = None,
     error: str | None = None,
     record: DeliveryAttempt | None = None,
+    read: str | None = None,
+    ops: Iterable[Op] = (),
 ) -> None:
     """Settle a delivery, with the attempt that settled it when there was one."""
 
@@ -324,7 +348,7 @@ async def _finish(
             d.attempt_count = record.attempt
         return d
 
-    await store.update_delivery(delivery_id, change, attempt=record)
+    await store.update_delivery(delivery_id, change, attempt=record, read=read, ops=ops)
 
 
 def _healthy(endpoint: Endpoint) -> Endpoint | None:
