@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
+import pytest
 
 from tests.conftest import auth
 from tests.integration.conftest import (
     all_events,
     create_dataset,
+    injected_faults,
+    set_faults,
     sim_client,
     start_job,
     wait_for_job,
@@ -76,6 +81,30 @@ async def test_dataset_to_tuned_model_with_events_metrics_and_chart(
     assert checkpoints["data"][0]["fine_tuned_model_checkpoint"].startswith("ft:")
 
     assert len(upstream_jobs_tagged(simulator, job["id"])) == 1
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["from-memory", "from-disk"])
+async def test_an_upload_the_provider_failed_once_is_sent_whole_again(
+    client, worker, simulator, monkeypatch, streamed
+) -> None:
+    from service.providers.openai import client as openai_client
+
+    if streamed:  # as a file too big to hold in memory is sent
+        monkeypatch.setattr(openai_client, "IN_MEMORY_UPLOAD_LIMIT", 0)
+    dataset = await create_dataset(client)
+    set_faults(simulator, rate_5xx=1.0, status_5xx=[503], max_faults=1, paths=["/v1/files"])
+    job = await start_job(client, dataset["id"])
+    done = await wait_for_job(client, job["id"], {"succeeded", "failed", "cancelled"})
+    assert done["status"] == "succeeded", done
+    assert injected_faults(simulator) == {"5xx": 1}
+    upstream = sim_client(simulator)
+    try:
+        sent = upstream.files.content(done["provider"]["training_file_id"]).read()
+    finally:
+        upstream.close()
+    lines = [json.loads(line) for line in sent.decode().splitlines()]
+    assert len(lines) == dataset["example_count"]
+    assert all(line["messages"][0]["role"] == "system" for line in lines)
 
 
 async def test_upstream_failure_keeps_the_providers_code_and_message(

@@ -17,7 +17,7 @@ import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import httpx2
@@ -43,6 +43,9 @@ from service.providers.wire import Wire, WireError
 # Above this, files go through the Uploads API in parts (OpenAI's single-file limit).
 SINGLE_UPLOAD_LIMIT = 512 * 1024 * 1024
 UPLOAD_PART_SIZE = 64 * 1024 * 1024
+# Up to this size a file is read once and sent from memory; a larger one is
+# streamed from disk, which costs aiohttp a thread hop per chunk read.
+IN_MEMORY_UPLOAD_LIMIT = 8 * 1024 * 1024
 EVENTS_PAGE = 100
 # A poll usually finds a few new events: its first page is small (less to send and
 # parse), later pages are full ones.
@@ -294,16 +297,21 @@ class OpenAICompatibleProvider:
                 raise ProviderError("The upload completed without a file", status=None)
             return str(upload.file.id)
 
+        if size <= IN_MEMORY_UPLOAD_LIMIT:
+            content = await asyncio.to_thread(path.read_bytes)
+
+            def from_memory() -> aiohttp.FormData:
+                return _upload_form(content, filename)
+
+            created = await self._request_json("POST", "/files", form=from_memory)
+            return str(created["id"])
         with path.open("rb") as handle:
 
-            def form() -> aiohttp.FormData:
+            def from_disk() -> aiohttp.FormData:
                 handle.seek(0)  # a retried upload sends its file from the start again
-                built = aiohttp.FormData()
-                built.add_field("purpose", "fine-tune")
-                built.add_field("file", handle, filename=filename, content_type="application/jsonl")
-                return built
+                return _upload_form(handle, filename)
 
-            created = await self._request_json("POST", "/files", form=form)
+            created = await self._request_json("POST", "/files", form=from_disk)
         return str(created["id"])
 
     async def _find_created(self, spec: JobSpec) -> ProviderJob | None:
@@ -521,3 +529,10 @@ class OpenAICompatibleProvider:
             if started:
                 raise ProviderError(f"The provider stream broke: {exc}", status=None) from exc
             raise exc.provider_error("provider") from None
+
+
+def _upload_form(file: bytes | BinaryIO, filename: str) -> aiohttp.FormData:
+    built = aiohttp.FormData()
+    built.add_field("purpose", "fine-tune")
+    built.add_field("file", file, filename=filename, content_type="application/jsonl")
+    return built
