@@ -268,11 +268,11 @@ class JobSync:
             # Record the provider's id the moment it exists. After the last upload
             # the same write says the upstream job is about to be created (see _start).
             def record(
-                j: Job, _: Step, f: str = field, value: str = file_id, last: bool = last
+                j: Job, step: Step, f: str = field, value: str = file_id, last: bool = last
             ) -> None:
                 setattr(j.upstream, f, value)
                 if last:
-                    _mark_create_attempted(j, _)
+                    _mark_create_attempted(j, step)
 
             job, _ = await self._commit(job.id, record)
             marked = last and job.upstream.create_attempted

@@ -6,7 +6,7 @@ the event loop as a `cancel()` aimed at the calling task, `wait_for` returns the
 write's result and the cancellation is gone: the task carries on as though
 nobody had asked it to stop. Any loop that talks to Redis can then outlive its
 `cancel()`, and whoever awaits it waits forever. The dataset validation's
-progress reporter did, one run in twenty on a loaded machine, and the dataset
+progress reporter did in about one run in six of its test, and the dataset
 stayed `validating` until the worker shut down. (Python 3.12 rebuilt `wait_for`
 on `asyncio.timeout`, which keeps the request.)
 
