@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from service import tasks
 from service.chat.targets import base_target
 from service.domain.evaluations import TEXT_METRICS, EvaluationStatus
-from service.domain.records import Evaluation, EvaluationModel, Job
+from service.domain.records import Dataset, Evaluation, EvaluationModel, Job
 from service.domain.stamps import now_iso
 from service.errors import ServiceError
 from service.evaluations.view import JobEvaluation, job_evaluation
@@ -30,7 +30,7 @@ def automatic_evaluation_id(job_id: str) -> str:
     return "eval_" + digest.hexdigest()
 
 
-async def held_out_dataset(resources: Resources, job: Job) -> str | None:
+async def held_out_dataset(resources: Resources, job: Job) -> Dataset | None:
     """The ready validation examples of the job's own tenant, if it has any."""
     candidate = job.validation_dataset_id
     if candidate is None:
@@ -47,7 +47,7 @@ async def held_out_dataset(resources: Resources, job: Job) -> str | None:
         or not dataset.example_count
     ):
         return None
-    return dataset.id
+    return dataset
 
 
 async def start_job_evaluation(resources: Resources, job: Job) -> str | None:
@@ -56,10 +56,7 @@ async def start_job_evaluation(resources: Resources, job: Job) -> str | None:
     settings = resources.settings
     if not settings.evaluation_auto or not job.fine_tuned_model:
         return None
-    dataset_id = await held_out_dataset(resources, job)
-    if dataset_id is None:
-        return None
-    dataset = await resources.datasets.get(dataset_id)
+    dataset = await held_out_dataset(resources, job)
     if dataset is None:
         return None
     try:
@@ -75,7 +72,7 @@ async def start_job_evaluation(resources: Resources, job: Job) -> str | None:
         id=automatic_evaluation_id(job.id),
         tenant=job.tenant,
         status=EvaluationStatus.QUEUED,
-        dataset_id=dataset_id,
+        dataset_id=dataset.id,
         job_id=job.id,
         origin="job",
         models=[
