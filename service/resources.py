@@ -26,7 +26,7 @@ from service.domain.tokens import preload_encodings
 from service.providers.registry import ProviderRegistry
 from service.settings import Settings
 from service.store.blobs import LocalBlobStore
-from service.store.connection import keep_cancellations
+from service.store.connection import lean_connections
 from service.store.datasets import DatasetStore
 from service.store.evaluations import EvaluationStore
 from service.store.following import FollowSchedule
@@ -91,7 +91,7 @@ def redis_client(settings: Settings) -> Redis:
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         health_check_interval=30,
     )
-    return Redis.from_pool(keep_cancellations(pool))
+    return Redis.from_pool(lean_connections(pool))
 
 
 def queue_client(settings: Settings) -> ArqRedis:
@@ -102,7 +102,7 @@ def queue_client(settings: Settings) -> ArqRedis:
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
     )
     return ArqRedis(
-        connection_pool=keep_cancellations(pool),
+        connection_pool=lean_connections(pool),
         job_serializer=tasks.serialize,
         job_deserializer=tasks.deserialize,
         default_queue_name=tasks.QUEUE_NAME,

@@ -9,10 +9,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service import resources
 from service.resources import queue_client, redis_client
+from service.store.connection import TcpConnection
 
 
 async def chatty(client) -> None:  # type: ignore[no-untyped-def]
@@ -42,12 +45,47 @@ async def test_a_task_cancelled_while_it_talks_to_redis_always_stops(settings, m
         await client.aclose(close_connection_pool=True)
 
 
+def _commands(buffer: bytearray) -> Iterator[list[bytes]]:
+    """Whole RESP commands off the front of `buffer` (consumed as they are read)."""
+    while buffer.startswith(b"*") and b"\r\n" in buffer:
+        header, rest = bytes(buffer).split(b"\r\n", 1)
+        parts: list[bytes] = []
+        for _ in range(int(header[1:])):
+            if b"\r\n" not in rest:
+                return
+            length, rest = rest.split(b"\r\n", 1)
+            size = int(length[1:])
+            if len(rest) < size + 2:
+                return
+            parts.append(rest[:size])
+            rest = rest[size + 2 :]
+        del buffer[: len(buffer) - len(rest)]
+        yield parts
+
+
 @pytest.fixture
 def deaf_server() -> Iterator[str]:
-    """A TCP server that accepts connections and never reads from them."""
+    """A TCP server that answers the connection's handshake like Redis, then stops
+    reading at the first command that writes the key `big`."""
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
     stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        buffer = bytearray()
+        while not stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except (TimeoutError, OSError):
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            if b"\r\nbig\r\n" in buffer:
+                stop.wait()  # deaf from here on, with the write half read
+                return
+            for command in _commands(buffer):
+                conn.sendall(b"+PONG\r\n" if command[0].upper() == b"PING" else b"+OK\r\n")
 
     def accept() -> None:
         listener.settimeout(0.1)
@@ -57,7 +95,9 @@ def deaf_server() -> Iterator[str]:
             except TimeoutError:
                 continue
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn.settimeout(0.1)
             accepted.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -80,7 +120,48 @@ async def test_a_write_redis_never_takes_still_times_out(
     try:
         started = asyncio.get_running_loop().time()
         with pytest.raises(RedisTimeoutError, match="writing"):
-            await client.set("big", "x" * (64 << 20))
+            async with asyncio.timeout(10):  # a write with no deadline fails here instead
+                await client.set("big", "x" * (64 << 20))
         assert asyncio.get_running_loop().time() - started < 5
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("SET", "k", "v"),
+        ("SET", "日本語", "値 with spaces", "EX", 10),
+        ("HSET", "h", "f", 1.5, "g", 10**20, "n", -0.0),
+        ("SET", "k", b"\x00\xff\r\n"),
+        ("SET", "k", memoryview(b"view")),
+        ("CLIENT SETINFO", "LIB-NAME", "x"),
+        (b"SCRIPT LOAD", "return 1"),
+        ("EVALSHA", "f" * 40, 1, "k", *[f"arg{i}" for i in range(500)]),
+    ],
+)
+def test_commands_go_out_byte_for_byte_as_redis_py_packs_them(args) -> None:
+    ours = b"".join(TcpConnection().pack_command(*args))
+    theirs = b"".join(Connection().pack_command(*args))
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("bad", [None, True, ["a"], {"a": 1}])
+def test_a_value_redis_cannot_store_is_refused_before_it_is_sent(bad) -> None:
+    with pytest.raises(DataError):
+        TcpConnection().pack_command("SET", "k", bad)
+
+
+async def test_a_connection_left_with_an_unread_reply_is_not_lent_again_as_is(settings) -> None:
+    client = redis_client(settings)
+    pool = client.connection_pool
+    try:
+        await client.set("first", "1")
+        await client.set("second", "2")
+        connection = await pool.get_connection()
+        await connection.send_command("GET", "first")  # its reply is never read
+        await pool.release(connection)
+        await asyncio.sleep(0.05)  # the reply reaches the connection
+        assert await client.get("second") == "2"
+    finally:
+        await client.aclose(close_connection_pool=True)
