@@ -127,8 +127,8 @@ async def sync_job_now(schedule: FollowSchedule, job_id: str) -> None:
     """Step a job before anything merely due, even if it waits on a long poll delay.
 
     If a follower is stepping it right now, it is due again the moment that step
-    ends (and the running step, which sees the job's `poke` flag when it writes,
-    usually goes round once more at once).
+    ends (and the running step, which sees the job's `poke` flag, raised in the
+    same write, when it writes, usually goes round once more at once).
     """
     await schedule.schedule([job_id], urgent_score(), poke=True)
 

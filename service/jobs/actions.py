@@ -63,6 +63,5 @@ async def act(resources: Resources, tenant: str, job_id: str, action: Action) ->
     job = await jobs.update(job_id, request)
     if is_terminal(job.status):
         raise Conflict(f"The job is already {job.status}")
-    await jobs.poke(job_id)
     await tasks.sync_job_now(resources.following, job_id)
     return job

@@ -75,16 +75,19 @@ end
 return held
 """
 
-# KEYS: due, claimed, poked. ARGV: due time, mode, ids. A job being stepped
-# (claimed) is left to its step; in 'poke' mode it is marked to be due again
-# the moment that step ends, and a waiting job is moved up to the given time if
-# that is earlier. In 'add' mode a waiting job keeps its time. Returns how many
-# jobs were not followed before.
+# KEYS: due, claimed, poked, then in 'poke' mode each job's poke flag (in the
+# order of the ids). ARGV: due time, mode, the flag's lifetime in seconds, ids.
+# A job being stepped (claimed) is left to its step; in 'poke' mode it is marked
+# to be due again the moment that step ends, and a waiting job is moved up to
+# the given time if that is earlier. 'poke' also raises the job's own flag,
+# which a running step sees when it writes (`JobStore.apply`). In 'add' mode a
+# waiting job keeps its time. Returns how many jobs were not followed before.
 _SCHEDULE = """
 local poke = ARGV[2] == 'poke'
 local added = 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local id = ARGV[i]
+  if poke then redis.call('SET', KEYS[i], '1', 'EX', ARGV[3]) end
   if redis.call('ZSCORE', KEYS[2], id) then
     if poke then redis.call('SADD', KEYS[3], id) end
   elseif poke then
@@ -95,6 +98,10 @@ for i = 3, #ARGV do
 end
 return added
 """
+
+
+# How long a job's poke flag waits for a step to see it.
+POKE_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +136,14 @@ class FollowSchedule:
 
     async def schedule(self, job_ids: Sequence[str], due_ms: int, *, poke: bool = False) -> int:
         """Follow these jobs from `due_ms`; a job already followed keeps its place. With
-        `poke`, a waiting job is moved up to `due_ms` and one being stepped right now is
-        due again the moment its step ends. Returns how many were not followed before."""
+        `poke`, a waiting job is moved up to `due_ms`, one being stepped right now is
+        due again the moment its step ends, and each job's poke flag is raised (one
+        write for all of it). Returns how many were not followed before."""
         if not job_ids:
             return 0
-        args = [due_ms, "poke" if poke else "add", *job_ids]
-        return int(await self._schedule(keys=self._keys, args=args))
+        keys = self._keys + ([self.keys.job_poke(job_id) for job_id in job_ids] if poke else [])
+        args = [due_ms, "poke" if poke else "add", POKE_SECONDS, *job_ids]
+        return int(await self._schedule(keys=keys, args=args))
 
     async def claim(
         self,

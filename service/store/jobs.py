@@ -8,7 +8,9 @@
 - `fts:job:{id}:checkpoints`: hash of checkpoint id -> JSON.
 - `fts:jobs:active`: ids of every non-terminal job (what the reconciler walks).
 - `fts:job:{id}:poke`: set when something (a provider webhook, an action)
-  wants the job synced now; the next write of a sync step consumes it.
+  wants the job synced now (`FollowSchedule.schedule(poke=True)` raises it in
+  the same write that pulls the job forward); the next write of a sync step
+  consumes it.
 
 A sync step writes everything it learned in one atomic script (`apply`): the
 job compared-and-set against the bytes it read, new timeline entries (each
@@ -95,7 +97,6 @@ end
 local poked = redis.call('DEL', KEYS[6])
 return {0, added, new_checkpoints, poked}
 """
-POKE_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,10 +250,6 @@ class JobStore:
             bool(int(poked)),
             JobSnapshot(raw, written) if written is not None else None,
         )
-
-    async def poke(self, job_id: str) -> None:
-        """Ask for a sync now; a step that is running sees it when it writes."""
-        await self.redis.set(self.keys.job_poke(job_id), "1", ex=POKE_SECONDS)
 
     async def events_page(
         self, job_id: str, *, limit: int, after: str | None

@@ -245,6 +245,5 @@ async def receive_provider_webhook(
     if job_id is None:
         logger.info("webhook for an unknown upstream job", extra={"upstream_job": upstream_id})
         return "unknown_job"
-    await resources.jobs.poke(job_id)
     await tasks.sync_job_now(resources.following, job_id)
     return "sync_scheduled"

@@ -12,6 +12,7 @@ import asyncio
 from service import tasks
 from service.resources import open_resources
 from service.store.following import Release
+from service.store.jobs import Changes
 from tests.integration.conftest import create_dataset, start_job, wait_for_job
 
 
@@ -85,6 +86,26 @@ async def test_a_poke_while_the_step_runs_makes_the_job_due_when_it_ends(setting
         await schedule.release([Release("job_z", claim.token, now + 60_000)], urgent_ms=urgent)
         claimed = await schedule.claim(now, now + 30_000, limit=1)
         assert [c.job_id for c in claimed.claims] == ["job_z"]
+
+
+async def test_a_poke_also_tells_the_step_already_running_to_go_round_again(
+    client, settings
+) -> None:
+    dataset = await create_dataset(client)
+    job = (await start_job(client, dataset["id"]))["id"]  # no worker: it stays pending
+    async with open_resources(settings) as resources:
+        read = await resources.jobs.read(job)
+        assert read is not None
+        await tasks.sync_job_now(resources.following, job)
+        # The step's next write consumes the flag (and says so) ...
+        first = await resources.jobs.apply(job, read, Changes(job=read.job))
+        assert first.written
+        assert first.poked
+        # ... once.
+        assert first.snapshot is not None
+        second = await resources.jobs.apply(job, first.snapshot, Changes(job=read.job))
+        assert second.written
+        assert not second.poked
 
 
 async def test_a_finished_job_leaves_the_schedule_and_a_lost_entry_is_restored(
