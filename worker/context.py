@@ -5,11 +5,10 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any, TypedDict
 
-import httpx
-
 from service.evaluations.run import ProviderBounds
 from service.jobs.following import JobFollower
 from service.resources import Resources
+from service.webhooks.client import WebhookClient
 from service.webhooks.sending import LocalSender
 
 
@@ -24,7 +23,7 @@ class WorkerContext(TypedDict, total=False):
     resources: Resources
     exit_stack: AsyncExitStack
     worker_id: str
-    webhook_client: httpx.AsyncClient
+    webhook_client: WebhookClient
     # Chat calls in flight per provider, shared by every evaluation this process runs.
     provider_bounds: ProviderBounds
     # Steps every followed job when it is due (beside arq's tasks).

@@ -12,22 +12,19 @@
   fill the worker and delay another tenant's jobs or webhooks.
 - 410 Gone disables the endpoint at once; an endpoint failing without a single
   success for DISABLE_AFTER_SECONDS is disabled and says why.
-- The address dialled is checked at connect time (`GuardedTransport`), so a
-  DNS answer that changed since registration cannot reach a private network.
+- The address dialled is checked at connect time (`service.webhooks.client`),
+  so a DNS answer that changed since registration cannot reach a private network.
   A refused address, like a secret that cannot sign, is a failed attempt with
   its reason on record.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
 from collections.abc import Iterable
 from typing import Literal
-
-import httpx
 
 from service import tasks
 from service.domain import webhook_signing
@@ -37,12 +34,8 @@ from service.resources import Resources
 from service.store.records import Op, RecordGone
 from service.store.slots import Slots
 from service.store.webhooks import WebhookStore
-from service.webhooks.outbound_guard import (
-    UnsafeTarget,
-    check_url_shape,
-    refuse_private,
-    resolve,
-)
+from service.webhooks.client import Answer, SendFailed, WebhookClient
+from service.webhooks.outbound_guard import UnsafeTarget
 
 logger = logging.getLogger(__name__)
 
@@ -59,51 +52,13 @@ SLOT_WAIT_SECONDS = 1.0
 SLOT_SPARE_SECONDS = 10.0
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """Resolve the host ourselves, refuse non-public answers, dial the checked address.
-
-    The request keeps its Host header and TLS server name, so virtual hosting
-    and certificate checks work as if the name had been dialled.
-    """
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._allow_private = allow_private
-        self._inner = httpx.AsyncHTTPTransport(retries=0)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host, port = check_url_shape(str(request.url))
-        addresses = await resolve(host, port)
-        if not self._allow_private:
-            refuse_private(host, addresses)
-        if not addresses:
-            raise UnsafeTarget(f"webhook host {host!r} has no address")
-        address = addresses[0]
-        literal = f"[{address}]" if address.version == 6 else str(address)
-        explicit_port = request.url.port
-        request.url = request.url.copy_with(host=literal)
-        request.headers["host"] = f"{host}:{explicit_port}" if explicit_port else host
-        request.extensions = {**request.extensions, "sni_hostname": host}
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+def delivery_client(*, allow_private: bool) -> WebhookClient:
+    """The client a process sends its deliveries with (see `service.webhooks.client`)."""
+    return WebhookClient(allow_private=allow_private, keep_bytes=RESPONSE_KEEP_BYTES)
 
 
-def delivery_client(*, allow_private: bool) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=GuardedTransport(allow_private=allow_private),
-        # The attempt's own deadline (in `_post`) bounds the whole exchange; these
-        # bound each phase within it.
-        timeout=httpx.Timeout(TIMEOUT_SECONDS),
-        follow_redirects=False,
-        headers={"user-agent": "finetune-service-webhooks/1"},
-    )
-
-
-def _retry_after(response: httpx.Response | None) -> float | None:
-    if response is None:
-        return None
-    value = response.headers.get("retry-after")
+def _retry_after(answer: Answer | None) -> float | None:
+    value = answer.retry_after if answer is not None else None
     if value is None:
         return None
     try:
@@ -136,22 +91,8 @@ async def signing_secrets(
     return []
 
 
-async def _post(
-    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
-) -> tuple[httpx.Response, bytes]:
-    """POST and read at most RESPONSE_KEEP_BYTES of the answer, all within one deadline."""
-    async with asyncio.timeout(TIMEOUT_SECONDS):
-        async with client.stream("POST", url, content=body, headers=headers) as response:
-            kept = bytearray()
-            async for chunk in response.aiter_raw():
-                kept += chunk
-                if len(kept) >= RESPONSE_KEEP_BYTES:
-                    break  # the rest is dropped with the connection
-            return response, bytes(kept[:RESPONSE_KEEP_BYTES])
-
-
 class WebhookDelivery:
-    def __init__(self, resources: Resources, client: httpx.AsyncClient) -> None:
+    def __init__(self, resources: Resources, client: WebhookClient) -> None:
         self.resources = resources
         self.store = resources.webhooks
         self.client = client
@@ -200,8 +141,7 @@ class WebhookDelivery:
         url = endpoint.url if endpoint else delivery.url
         body = delivery.payload.encode()
         started = time.perf_counter()
-        response: httpx.Response | None = None
-        kept = b""
+        answer: Answer | None = None
         error: str | None = None
         try:
             secrets = await signing_secrets(self.resources, delivery, endpoint)
@@ -211,19 +151,17 @@ class WebhookDelivery:
                     "(create one with POST /webhooks/job-secret)"
                 )
             headers = webhook_signing.headers(secrets, delivery.event_id, int(time.time()), body)
-            response, kept = await _post(self.client, url, body, headers)
+            answer = await self.client.post(url, body, headers, deadline=TIMEOUT_SECONDS)
         except webhook_signing.SigningError as exc:
             error = f"not sent: {exc}"
         except UnsafeTarget as exc:
             error = f"not sent: {exc.detail}"
         except TimeoutError:
             error = f"no complete answer within {TIMEOUT_SECONDS:g} s"
-        except httpx.TimeoutException:
-            error = f"timed out after {TIMEOUT_SECONDS:g} s"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except SendFailed as exc:
+            error = str(exc)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        status = response.status_code if response is not None else None
+        status = answer.status if answer is not None else None
         if status is not None and 300 <= status < 400:
             error = f"redirect ({status}) not followed"
         elif status is not None and not 200 <= status < 300:
@@ -234,12 +172,12 @@ class WebhookDelivery:
             url=url,
             status=status,
             latency_ms=latency_ms,
-            response=kept.decode("utf-8", "replace") if response is not None else None,
+            response=answer.body.decode("utf-8", "replace") if answer is not None else None,
             error=error,
         )
         succeeded = status is not None and 200 <= status < 300
         gone = status == 410 and endpoint is not None
-        delay = None if succeeded or gone else next_delay(attempt, _retry_after(response))
+        delay = None if succeeded or gone else next_delay(attempt, _retry_after(answer))
         # The attempt and the verdict it led to are one write: a reader never sees
         # an answered attempt on a delivery that still looks pending.
         if delay is None:

@@ -3,7 +3,7 @@
 Two checks, both needed:
 - at registration: the URL is http(s), carries no credentials, and its host
   resolves only to globally routable addresses (clear 422 otherwise);
-- at connect time (see `worker.webhook_transport`): the address actually
+- at connect time (see `service.webhooks.client`): the address actually
   dialled is checked again, so a DNS answer that changes after registration
   (rebinding) cannot reach an internal service.
 

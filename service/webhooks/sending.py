@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import httpx
 from redis.exceptions import RedisError
 
 from service import tasks
 from service.resources import Resources
+from service.webhooks.client import WebhookClient
 from service.webhooks.delivery import SLOT_SPARE_SECONDS, TIMEOUT_SECONDS, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class LocalSender:
     not finish inside its send window is handed to the queue instead.
     """
 
-    def __init__(self, resources: Resources, client: httpx.AsyncClient) -> None:
+    def __init__(self, resources: Resources, client: WebhookClient) -> None:
         self.resources = resources
         self._delivery = WebhookDelivery(resources, client)
         self._per_tenant = resources.settings.webhook_concurrency_per_tenant

@@ -32,11 +32,11 @@ def imports(folder: str) -> Iterator[tuple[str, str]]:
                 yield str(path.relative_to(REPO)), name
 
 
-def crossing(folder: str, banned: tuple[str, ...], allowed: str | None = None) -> list[str]:
+def crossing(folder: str, banned: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
     return [
         f"{path} imports {name}"
         for path, name in imports(folder)
-        if not (allowed and path.startswith(allowed))
+        if not path.startswith(allowed)
         and any(name == b or name.startswith(b + ".") for b in banned)
     ]
 
@@ -47,17 +47,20 @@ def crossing(folder: str, banned: tuple[str, ...], allowed: str | None = None) -
         (
             "service/domain",
             ("redis", "httpx", "httpx2", "aiohttp", "litestar", "openai", "arq"),
-            None,
+            (),
         ),
-        ("worker", ("service.api", "service.app", "litestar"), None),
-        ("simulator", ("service", "worker"), None),
-        ("trainer", ("service", "worker", "simulator"), None),
-        ("service", ("openai",), "service/providers/"),
-        ("service", ("aiohttp",), "service/providers/"),
-        ("worker", ("openai",), None),
+        ("worker", ("service.api", "service.app", "litestar"), ()),
+        ("simulator", ("service", "worker"), ()),
+        ("trainer", ("service", "worker", "simulator"), ()),
+        ("service", ("openai",), ("service/providers/",)),
+        # The two outbound clients: the providers' wire and the webhooks' POST.
+        ("service", ("aiohttp",), ("service/providers/", "service/webhooks/client.py")),
+        ("worker", ("openai",), ()),
     ],
 )
-def test_no_import_crosses_a_wall(folder: str, banned: tuple[str, ...], allowed: str | None):
+def test_no_import_crosses_a_wall(
+    folder: str, banned: tuple[str, ...], allowed: tuple[str, ...]
+) -> None:
     if not (REPO / folder).exists():
         pytest.skip(f"{folder} does not exist yet")
     assert crossing(folder, banned, allowed) == []

@@ -319,8 +319,10 @@ async def test_dns_answer_checked_again_at_connect_time() -> None:
 
     client = delivery_client(allow_private=False)
     try:
-        with pytest.raises(UnsafeTarget):
-            await client.post("http://localhost:9/hook", content=b"{}")
+        # A name that resolves to loopback, and an address given as it is.
+        for url in ("http://localhost:9/hook", "http://127.0.0.1:9/hook", "http://[::1]:9/"):
+            with pytest.raises(UnsafeTarget):
+                await client.post(url, b"{}", {}, deadline=5)
     finally:
         await client.aclose()
 
