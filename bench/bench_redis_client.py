@@ -28,10 +28,11 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection
 
 from bench.report import block
 from bench.stack import Stack, section
-from service.resources import REDIS_SOCKET_TIMEOUT, redis_client
+from service.resources import redis_client
 from service.settings import Settings
 
 Command = Callable[[Redis], Awaitable[object]]
@@ -43,15 +44,11 @@ SCRIPT = "return #ARGV"
 ARGUMENTS = [f"ftevent-{i:06d}" if i % 2 else json.dumps({"step": i}) for i in range(400)]
 
 
-def _plain(url: str) -> Redis:
-    pool = ConnectionPool.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=REDIS_SOCKET_TIMEOUT,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
-        health_check_interval=30,
-    )
-    return Redis.from_pool(pool)
+def _plain(ours: Redis) -> Redis:
+    """A client with the same pool settings as `ours`, on redis-py's own connections."""
+    pool = ours.connection_pool
+    plain = ConnectionPool(connection_class=Connection, **pool.connection_kwargs)
+    return Redis.from_pool(plain)
 
 
 async def _per_command(client: Redis, command: Command, count: int, concurrency: int) -> float:
@@ -66,7 +63,7 @@ async def _per_command(client: Redis, command: Command, count: int, concurrency:
 
 async def _run(url: str, args: argparse.Namespace) -> list[tuple[str, str]]:
     ours = redis_client(Settings(redis_url=url, auth_disabled=True))
-    clients = {"redis-py": _plain(url), "service": ours}
+    clients = {"redis-py": _plain(ours), "service": ours}
     seed = clients["redis-py"]
     await seed.set("bench:record", RECORD)
     sha = await seed.script_load(SCRIPT)
