@@ -129,6 +129,32 @@ async def test_a_line_nested_100000_deep_is_a_422_naming_its_line(client, data_d
     assert stored_files(data_dir) == before
 
 
+async def test_a_role_or_part_type_that_is_a_list_or_object_is_a_422_naming_it(
+    client, data_dir
+) -> None:
+    # Such values cannot be looked up in a set of names: they once raised
+    # inside the validator and the upload got a 500.
+    before = stored_files(data_dir)
+    odd = [
+        {"messages": [{"role": ["user"], "content": "q"}, {"role": "assistant", "content": "a"}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": {"kind": "text"}, "text": "q"}]},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+    ]
+    content = jsonl(chat_examples(10) + odd)
+    response = await client.post("/datasets", headers=auth(), **upload("odd.jsonl", content))
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert [(e["line"], e["path"], e["code"]) for e in errors] == [
+        (11, "messages[0].role", "unrecognized_role"),
+        (12, "messages[0].content[0]", "invalid_content"),
+    ]
+    assert stored_files(data_dir) == before
+
+
 async def test_a_deep_element_of_a_json_array_is_a_422_too(client) -> None:
     content = b"[" + b",".join(jsonl(chat_examples(10)).splitlines()) + b"," + b"[" * 50_000
     content += b"]" * 50_000 + b"]"

@@ -135,7 +135,12 @@ def plain_chat_messages(value: object) -> list[dict[str, str]] | None:
             return None
         role = message.get("role")
         content = message.get("content")
-        if role not in _PLAIN_ROLES or type(content) is not str or not content.strip():
+        if (
+            type(role) is not str
+            or role not in _PLAIN_ROLES
+            or type(content) is not str
+            or not content.strip()
+        ):
             return None
         has_assistant = has_assistant or role == "assistant"
     return messages if has_assistant else None
@@ -340,7 +345,7 @@ def _check_content(
     for index, part in enumerate(content):
         part_path = f"{content_path}[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
-        if not isinstance(part, dict) or kind not in allowed:
+        if not isinstance(part, dict) or not isinstance(kind, str) or kind not in allowed:
             found.add(
                 part_path,
                 codes.INVALID_CONTENT,
