@@ -77,7 +77,11 @@ _COMPACT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), c
 
 
 def compact_json(value: object) -> str:
-    """The one serialization used both for output lines and for counting JSON values."""
+    """The serialization of output lines and of the JSON values that are counted.
+
+    Plain chat lines are written by orjson instead (see
+    service.domain.datasets.chunks), which gives the same bytes for them.
+    """
     return _COMPACT_ENCODER.encode(value)
 
 

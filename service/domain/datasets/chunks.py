@@ -16,13 +16,15 @@ import json
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import accumulate
+
+import orjson
 
 from service.domain.catalog import Counting
 from service.domain.datasets import issues as codes
 from service.domain.datasets.decoding import undecodable_issue
 from service.domain.datasets.examples import (
     ConversionSettings,
-    plain_chat_messages,
     prepare_example,
 )
 from service.domain.datasets.issues import Issue, IssueList
@@ -42,7 +44,46 @@ def _reject_constant(name: str) -> object:
 
 
 # NaN and Infinity are accepted by Python's json but not by the provider's parser.
+# This decoder is the reference: every line the fast path below does not take
+# is parsed, judged and reported by it.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+# The fast path stops trying a chunk's lines once it has missed this many more
+# than it took (a file of prompt/completion lines would pay for two parsers).
+_FAST_PATH_SLACK = 64
+
+
+def _fast_value(raw_line: bytes) -> object:
+    """A JSONL line parsed by orjson, or _REFUSED when orjson refuses it.
+
+    Only plain chat values (dicts, lists and strings, see `take_plain` in
+    process_chunk) are used from it, and for those orjson and the reference
+    decoder agree: the JSON grammar, duplicate keys (the last wins) and escapes
+    are the same, and orjson refuses what the reference refuses (control
+    characters, NaN, bad UTF-8) as well as lone surrogate escapes, which the
+    reference reports as an encoding error. Every other line is parsed again,
+    and judged, by the reference.
+    """
+    try:
+        return orjson.loads(raw_line)
+    except orjson.JSONDecodeError:
+        return _REFUSED
+
+
+_REFUSED = object()
+
+
+def _plain_line_bytes(value: object) -> bytes | None:
+    """`compact_json(value) + "\n"` in UTF-8, by orjson, for the plain chat shape.
+
+    For dicts, lists and strings the two give the same bytes (a test compares
+    them over every code point). None when a string holds a lone surrogate,
+    which orjson cannot encode; the full path then reports it.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return None
 
 
 # Texts that recur in nearly every example of a file (role names, the system
@@ -145,42 +186,64 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
     texts: list[str] = []
     trained: list[bool] = []
 
-    def take_plain(value: object, messages: list[dict[str, str]], line: int) -> bool:
-        """The fast path for plain system/user/assistant examples (see plain_chat_messages)."""
-        try:
-            raw = (compact_json(value) + "\n").encode("utf-8")
-        except UnicodeEncodeError:
-            return False  # the full path reports it
-        counting = context.counting
-        overhead = counting.per_conversation
-        has_system = has_user = False
+    counting = context.counting
+    tokenizer = counting.tokenizer
+    per_conversation = counting.per_conversation
+    # What each plain role adds besides its content's tokens.
+    role_overhead = {
+        role: counting.per_message + _repeated_text_tokens_of(role, tokenizer)
+        for role in ("system", "user", "assistant")
+    }
+
+    def take_plain(value: object, line: int) -> bool:
+        """The fast path for the commonest shape, in one pass; False (having taken
+        nothing) for anything else, which `prepare_example` then judges.
+
+        The commonest shape is `{"messages": [...]}` whose messages have exactly a
+        system/user/assistant role and non-blank string content, with at least one
+        assistant message. False means "not sure", never "invalid".
+        """
+        if type(value) is not dict or len(value) != 1:
+            return False
+        messages = value.get("messages")
+        if type(messages) is not list or not messages:
+            return False
+        start = len(texts)
+        overhead = per_conversation
+        has_system = has_user = has_assistant = False
         for message in messages:
-            role = message["role"]
-            overhead += counting.per_message + _repeated_text_tokens_of(role, counting.tokenizer)
+            if type(message) is not dict or len(message) != 2:
+                break
+            role = message.get("role")
+            content = message.get("content")
+            if type(role) is not str or type(content) is not str or not content.strip():
+                break
+            added = role_overhead.get(role)
+            if added is None:
+                break
+            overhead += added
             if role == "system":
                 has_system = True
-                overhead += _repeated_text_tokens_of(message["content"], counting.tokenizer)
+                overhead += _repeated_text_tokens_of(content, tokenizer)
                 continue
-            has_user = has_user or role == "user"
-            texts.append(message["content"])
-            trained.append(role == "assistant")
-        pending.append(
-            _Pending(
-                line=line,
-                kind="c",
-                raw=raw,
-                overhead=overhead,
-                text_count=sum(1 for message in messages if message["role"] != "system"),
-                has_system=has_system,
-                has_user=has_user,
-            )
-        )
-        return True
+            texts.append(content)
+            learns = role == "assistant"
+            trained.append(learns)
+            has_assistant = has_assistant or learns
+            has_user = has_user or not learns
+        else:
+            raw = _plain_line_bytes(value) if has_assistant else None
+            if raw is not None:
+                pending.append(
+                    _Pending(line, "c", raw, overhead, len(texts) - start, has_system, has_user)
+                )
+                return True
+        del texts[start:], trained[start:]
+        return False
 
     def take(value: object, line: int) -> None:
         outcome.example_count += 1
-        messages = plain_chat_messages(value)
-        if messages is not None and take_plain(value, messages, line):
+        if take_plain(value, line):
             return
         prepared, problems = prepare_example(value, line, context.conversion)
         if prepared is None:
@@ -228,15 +291,28 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
             errors.add(too_deeply_nested(line))
 
     if isinstance(work, LinesChunk):
-        try:
-            text = work.data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            outcome.fatal = undecodable_issue(work.data, exc, work.first_line)
-            return outcome
-        for offset, line_text in enumerate(text.split("\n")):
-            if not line_text.strip():
+        data = work.data
+        checked = False  # whether the whole chunk is known to be UTF-8
+        taken = missed = 0
+        for offset, raw_line in enumerate(data.split(b"\n")):
+            if not raw_line.strip():
                 continue
             line = work.first_line + offset
+            if missed <= taken + _FAST_PATH_SLACK and take_plain(_fast_value(raw_line), line):
+                outcome.example_count += 1
+                taken += 1
+                continue
+            missed += 1
+            if not checked:
+                # An undecodable byte anywhere stops the chunk with that one issue.
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return ChunkOutcome(fatal=undecodable_issue(data, exc, work.first_line))
+                checked = True
+            line_text = raw_line.decode("utf-8")
+            if not line_text.strip():
+                continue
             # Lines that do not parse are not examples: `example_count` counts the rest.
             try:
                 value = _DECODER.decode(line_text)
@@ -269,18 +345,22 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
             take_guarded(value, line)
         errors.items.sort(key=lambda issue: issue.line or 0)
 
-    lengths = encoded_lengths(texts, context.counting.tokenizer, context.tokenizer_threads)
+    lengths = encoded_lengths(texts, tokenizer, context.tokenizer_threads)
+    # Running sums: an example's tokens are the difference at its two ends.
+    upto = list(accumulate(lengths, initial=0))
+    learned_upto = list(
+        accumulate(
+            (length if learns else 0 for length, learns in zip(lengths, trained, strict=True)),
+            initial=0,
+        )
+    )
     limit = context.example_token_limit
     position = 0
     raws: list[bytes] = []
     for example in pending:
         end = position + example.text_count
-        total = example.overhead + sum(lengths[position:end])
-        assistant = sum(
-            length
-            for length, learns in zip(lengths[position:end], trained[position:end], strict=True)
-            if learns
-        )
+        total = example.overhead + upto[end] - upto[position]
+        assistant = learned_upto[end] - learned_upto[position]
         outcome.assistant_tokens += assistant
         outcome.assistant_per_example.append(assistant)
         position = end

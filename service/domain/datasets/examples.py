@@ -112,40 +112,6 @@ def qa_example(
     return {"messages": messages}
 
 
-_PLAIN_ROLES = frozenset({"system", "user", "assistant"})
-
-
-def plain_chat_messages(value: object) -> list[dict[str, str]] | None:
-    """The messages of a valid example of the commonest shape, else None.
-
-    The commonest shape is `{"messages": [...]}` whose messages have exactly a
-    system/user/assistant role and non-empty string content, with at least one
-    assistant message. Recognising it in one tight loop lets most lines skip
-    the full check; None means "not sure", never "invalid": the caller then
-    runs `prepare_example`, which finds and explains any problem.
-    """
-    if type(value) is not dict or len(value) != 1:
-        return None
-    messages = value.get("messages")
-    if type(messages) is not list or not messages:
-        return None
-    has_assistant = False
-    for message in messages:
-        if type(message) is not dict or len(message) != 2:
-            return None
-        role = message.get("role")
-        content = message.get("content")
-        if (
-            type(role) is not str
-            or role not in _PLAIN_ROLES
-            or type(content) is not str
-            or not content.strip()
-        ):
-            return None
-        has_assistant = has_assistant or role == "assistant"
-    return messages if has_assistant else None
-
-
 def prepare_example(
     value: object, line: int, settings: ConversionSettings
 ) -> tuple[PreparedExample | None, list[Issue]]:
