@@ -246,7 +246,12 @@ class DatasetController(Controller):
             raise _invalid_field(exc, "invalid_field") from None
         return _Body(
             form,
-            Upload(path=scratch, filename=upload.filename, size=upload.file_bytes),
+            Upload(
+                path=scratch,
+                filename=upload.filename,
+                size=upload.file_bytes,
+                sha256=upload.sha256,
+            ),
             None,
             fingerprint(
                 upload.sha256, json.dumps(upload.fields, sort_keys=True), upload.filename or ""

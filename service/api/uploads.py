@@ -138,9 +138,10 @@ async def receive_upload(
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part.is_file and handle is not None:
-            handle.write(data[start:end])
-            file_hash.update(data[start:end])
-            result.file_bytes += end - start
+            piece = data[start:end]
+            handle.write(piece)
+            file_hash.update(piece)
+            result.file_bytes += len(piece)
             return
         part.value += data[start:end]
         if len(part.value) > MAX_FIELD_BYTES:

@@ -80,6 +80,8 @@ class Upload:
     path: Path
     filename: str | None
     size: int
+    # The SHA-256 of the bytes at `path`, when whoever wrote them hashed them on the way.
+    sha256: str | None = None
 
 
 class InvalidDataset(InvalidContent):
@@ -186,7 +188,14 @@ class DatasetCreation:
         if examples is not None:
             call = functools.partial(ingest_examples, examples, dest, options, executor=executor)
         elif upload is not None:
-            call = functools.partial(ingest_file, upload.path, dest, options, executor=executor)
+            call = functools.partial(
+                ingest_file,
+                upload.path,
+                dest,
+                options,
+                executor=executor,
+                source_sha256=upload.sha256,
+            )
         else:
             raise ValueError("give an upload or examples")
         return await anyio.to_thread.run_sync(call)
@@ -290,6 +299,7 @@ class DatasetCreation:
             filename=upload.filename,
             request=form.model_dump(mode="json"),
             bytes=upload.size,
+            sha256=upload.sha256,
             origin="files" if as_file else "datasets",
             source_bytes=upload.size if as_file else None,
             created_at=now,

@@ -394,13 +394,14 @@ def _run_chunks(
             future.cancel()
 
 
-def _jsonl_chunks(handle: _Meter, chunk_bytes: int, hasher: Any) -> Iterator[LinesChunk]:
+def _jsonl_chunks(handle: _Meter, chunk_bytes: int, hasher: Any | None) -> Iterator[LinesChunk]:
     """Whole lines, about chunk_bytes at a time; a longer line makes a longer chunk."""
     line = 1
     carry = b""
     first = True
     while block := handle.read(chunk_bytes):
-        hasher.update(block)
+        if hasher is not None:
+            hasher.update(block)
         if first:
             block = block.removeprefix(UTF8_BOM)
             first = False
@@ -416,13 +417,16 @@ def _jsonl_chunks(handle: _Meter, chunk_bytes: int, hasher: Any) -> Iterator[Lin
         yield LinesChunk(line, carry)
 
 
-def _hashed_blocks(handle: _Meter, size: int, hasher: Any) -> Iterator[bytes]:
+def _hashed_blocks(handle: _Meter, size: int, hasher: Any | None) -> Iterator[bytes]:
     while block := handle.read(size):
-        hasher.update(block)
+        if hasher is not None:
+            hasher.update(block)
         yield block
 
 
-def _json_array_chunks(handle: _Meter, chunk_bytes: int, hasher: Any) -> Iterator[RecordsChunk]:
+def _json_array_chunks(
+    handle: _Meter, chunk_bytes: int, hasher: Any | None
+) -> Iterator[RecordsChunk]:
     records: list[tuple[int, object]] = []
     size = 0
     text = decode_utf8_stream(_hashed_blocks(handle, TEXT_BLOCK_BYTES, hasher))
@@ -598,12 +602,15 @@ def ingest_file(
     options: IngestOptions,
     *,
     executor: Executor | None = None,
+    source_sha256: str | None = None,
 ) -> IngestReport:
     """Convert `source` (the original upload) to normalized chat JSONL at `dest`, and judge it.
 
     `dest` is always written (possibly empty or
     partial) and is the only file this creates; discard it when the report
-    has errors. On an unexpected exception `dest` is removed.
+    has errors. On an unexpected exception `dest` is removed. `source_sha256`
+    is the SHA-256 of `source` when the caller already has it (the API hashes
+    an upload as it arrives); without it the file is hashed as it is read.
     """
     spec = options.spec
     source_bytes = source.stat().st_size
@@ -614,7 +621,7 @@ def ingest_file(
     )
     parallel = executor is not None and source_bytes >= options.parallel_threshold_bytes
     context = _chunk_context(options, spec, parallel)
-    hasher = hashlib.sha256()
+    hasher = None if source_sha256 is not None else hashlib.sha256()
     try:
         with dest.open("wb") as out:
             assembler = _Assembler(
@@ -638,7 +645,11 @@ def ingest_file(
             if source_format == "xlsx":
                 _ingest_workbook(source, dest, options, context, assembler, run_in)
                 return _finish(
-                    assembler, options, source_format, source_bytes, _file_sha256(source)
+                    assembler,
+                    options,
+                    source_format,
+                    source_bytes,
+                    source_sha256 or _file_sha256(source),
                 )
             with source.open("rb") as raw:
                 meter = _Meter(raw, source_bytes, options.progress)
@@ -653,11 +664,12 @@ def ingest_file(
                     works = _table_chunks(rows, options.conversion, options.chunk_bytes)
                 _run_chunks(works, context, assembler, run_in, options.deadline, meter)
                 meter.tick(assembler.example_count, final=True)
-            digest = (
-                _file_sha256(source)
-                if source_format in ("csv", "tsv") or assembler.stopped
-                else hasher.hexdigest()
-            )
+            if source_sha256 is not None:
+                digest = source_sha256
+            elif source_format in ("csv", "tsv") or assembler.stopped or hasher is None:
+                digest = _file_sha256(source)
+            else:
+                digest = hasher.hexdigest()
             return _finish(assembler, options, source_format, source_bytes, digest)
     except BaseException:
         dest.unlink(missing_ok=True)

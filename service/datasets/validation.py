@@ -127,7 +127,13 @@ class DatasetValidation:
             )
         creation = DatasetCreation(self.resources)
         form = DatasetRequest.model_validate(record.request | {"default_model": record.model})
-        upload = Upload(path=source, filename=record.filename, size=source.stat().st_size)
+        # The API hashed the file as it arrived; the record keeps that fingerprint.
+        upload = Upload(
+            path=source,
+            filename=record.filename,
+            size=source.stat().st_size,
+            sha256=record.sha256,
+        )
         meter = _Progress(time.time())
         reporter = asyncio.create_task(self._report(dataset_id, meter))
         try:

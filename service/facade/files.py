@@ -94,7 +94,12 @@ class FilesController(Controller):
                         code="invalid_value",
                     )
                 form = creation.request({"format": "jsonl"})
-                received = Upload(path=scratch, filename=upload.filename, size=upload.file_bytes)
+                received = Upload(
+                    path=scratch,
+                    filename=upload.filename,
+                    size=upload.file_bytes,
+                    sha256=upload.sha256,
+                )
 
                 async def produce() -> Outcome:
                     try:

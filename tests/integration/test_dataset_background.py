@@ -4,6 +4,7 @@ dataset ends in exactly one final state, and a deleted one stays deleted."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 
@@ -52,10 +53,12 @@ def task_result(redis_server, dataset_id: str, timeout: float = 180) -> object:
 
 
 async def test_a_large_upload_becomes_ready_in_the_background(client, worker, data_dir) -> None:
-    dataset = await accepted(client, jsonl(chat_examples(40)))
+    content = jsonl(chat_examples(40))
+    dataset = await accepted(client, content)
     done = await settled(client, dataset["id"])
     assert done["status"] == "ready", done
     assert done["example_count"] == 40
+    assert done["sha256"] == hashlib.sha256(content).hexdigest()
     assert not list((data_dir / "originals").glob("*"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,6 +41,8 @@ async def test_seed_csv_becomes_29_chat_examples_with_the_system_prompt(client, 
     assert dataset["status"] == "ready"
     assert dataset["format"] == "csv"
     assert dataset["example_count"] == 29
+    # The fingerprint of the file as sent, not of the converted lines.
+    assert dataset["sha256"] == hashlib.sha256(hiroyuki_csv().encode()).hexdigest()
 
     content = await client.get(f"/datasets/{dataset['id']}/content", headers=auth())
     assert content.status_code == 200
