@@ -14,6 +14,7 @@ calling thread. These functions block: call them from a thread (for example
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -273,6 +275,21 @@ def _pool_width(executor: Executor) -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# Chunks a pool process takes from one file, at least: with five 4 MiB chunks of
+# a 20 MiB file on two processes, one did three while the other waited.
+CHUNKS_PER_PROCESS = 8
+# Below this, a chunk's fixed costs (a task, a read, its result) start to show.
+MIN_BALANCED_CHUNK_BYTES = 256 * 1024
+
+
+def _balanced_chunk_bytes(chunk_bytes: int, total_bytes: int, executor: Executor | None) -> int:
+    """`chunk_bytes`, made smaller for a file that would give the pool few chunks."""
+    if executor is None:
+        return chunk_bytes
+    share = total_bytes // (_pool_width(executor) * CHUNKS_PER_PROCESS)
+    return max(min(chunk_bytes, MIN_BALANCED_CHUNK_BYTES), min(chunk_bytes, share))
+
+
 class _PastDeadline(Exception):
     pass
 
@@ -394,27 +411,60 @@ def _run_chunks(
             future.cancel()
 
 
-def _jsonl_chunks(handle: _Meter, chunk_bytes: int, hasher: Any | None) -> Iterator[LinesChunk]:
-    """Whole lines, about chunk_bytes at a time; a longer line makes a longer chunk."""
+def _jsonl_chunks(
+    handle: _Meter, chunk_bytes: int, hasher: Any | None, shared: Path | None = None
+) -> Iterator[LinesChunk]:
+    """Whole lines, about chunk_bytes at a time; a longer line makes a longer chunk.
+
+    With `shared` (a path to the same bytes that `handle` reads), a chunk names
+    its byte range instead of carrying the bytes.
+    """
     line = 1
     carry = b""
+    offset = 0  # where `carry` starts in the file
     first = True
+
+    def chunk(data: bytes, end: int) -> LinesChunk:
+        if shared is None:
+            return LinesChunk(line, data[:end] if end < len(data) else data)
+        return LinesChunk(line, path=str(shared), offset=offset, size=end)
+
     while block := handle.read(chunk_bytes):
         if hasher is not None:
             hasher.update(block)
         if first:
-            block = block.removeprefix(UTF8_BOM)
+            if block.startswith(UTF8_BOM):
+                block, offset = block[len(UTF8_BOM) :], len(UTF8_BOM)
             first = False
         data = carry + block if carry else block
         cut = data.rfind(b"\n") + 1
         if cut == 0:
             carry = data
             continue
-        piece, carry = data[:cut], data[cut:]
-        yield LinesChunk(line, piece)
-        line += piece.count(b"\n")
+        yield chunk(data, cut)
+        line += data.count(b"\n", 0, cut)
+        offset += cut
+        carry = data[cut:]
     if carry:
-        yield LinesChunk(line, carry)
+        yield chunk(carry, len(carry))
+
+
+@contextmanager
+def _shared_copy(source: Path, beside: Path) -> Iterator[Path | None]:
+    """A hard link to `source` next to `beside`, for pool processes to read chunks
+    from, removed on exit; None where the file system refuses one (the chunks then
+    carry their bytes). The link keeps the bytes readable if `source` is deleted
+    meanwhile (a dataset deleted while the worker validates it)."""
+    link = beside.with_name(beside.name + ".source")
+    try:
+        os.link(source, link)
+    except OSError:
+        yield None
+        return
+    try:
+        yield link
+    finally:
+        link.unlink(missing_ok=True)
 
 
 def _hashed_blocks(handle: _Meter, size: int, hasher: Any | None) -> Iterator[bytes]:
@@ -642,6 +692,7 @@ def ingest_file(
                 )
                 return _finish(assembler, options, source_format, source_bytes, None)
             run_in = executor if parallel else None
+            chunk_bytes = _balanced_chunk_bytes(options.chunk_bytes, source_bytes, run_in)
             if source_format == "xlsx":
                 _ingest_workbook(source, dest, options, context, assembler, run_in)
                 return _finish(
@@ -651,17 +702,23 @@ def ingest_file(
                     source_bytes,
                     source_sha256 or _file_sha256(source),
                 )
-            with source.open("rb") as raw:
+            with contextlib.ExitStack() as scope:
+                raw = scope.enter_context(source.open("rb"))
                 meter = _Meter(raw, source_bytes, options.progress)
                 works: Iterator[LinesChunk | RecordsChunk]
                 if source_format == "jsonl":
-                    works = _jsonl_chunks(meter, options.chunk_bytes, hasher)
+                    shared = (
+                        scope.enter_context(_shared_copy(source, dest))
+                        if isinstance(run_in, ProcessPoolExecutor)
+                        else None
+                    )
+                    works = _jsonl_chunks(meter, chunk_bytes, hasher, shared)
                 elif source_format == "json":
-                    works = _json_array_chunks(meter, options.chunk_bytes, hasher)
+                    works = _json_array_chunks(meter, chunk_bytes, hasher)
                 else:
                     delimiter = "\t" if source_format == "tsv" else ","
                     rows = iter_delimited_rows(meter, delimiter)
-                    works = _table_chunks(rows, options.conversion, options.chunk_bytes)
+                    works = _table_chunks(rows, options.conversion, chunk_bytes)
                 _run_chunks(works, context, assembler, run_in, options.deadline, meter)
                 meter.tick(assembler.example_count, final=True)
             if source_sha256 is not None:

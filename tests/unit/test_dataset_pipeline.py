@@ -68,6 +68,47 @@ def test_chunked_and_pooled_runs_match_the_inline_run(big_file: Path, tmp_path: 
         pooled.normalized_sha256
         == hashlib.sha256((tmp_path / "pooled.jsonl").read_bytes()).hexdigest()
     )
+    # The pool read its chunks through a link beside the output; it is gone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "chunked.jsonl",
+        "inline.jsonl",
+        "pooled.jsonl",
+    ]
+
+
+def test_a_pool_reads_the_chunks_it_is_sent_where_no_link_can_be_made(
+    big_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    options = IngestOptions(chunk_bytes=4096, parallel_threshold_bytes=0)
+    inline = ingest_file(big_file, tmp_path / "inline.jsonl", options)
+    monkeypatch.setattr("os.link", refuse)
+    with ProcessPoolExecutor(max_workers=2, initializer=preload_encodings) as pool:
+        pooled = ingest_file(big_file, tmp_path / "pooled.jsonl", options, executor=pool)
+
+    assert comparable(pooled) == comparable(inline)
+    assert (tmp_path / "inline.jsonl").read_bytes() == (tmp_path / "pooled.jsonl").read_bytes()
+
+
+def test_a_pool_still_reads_a_source_deleted_while_it_works(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "doomed.jsonl", many_rows(2500))
+    expected = ingest_file(source, tmp_path / "inline.jsonl", IngestOptions())
+    deleted = []
+
+    def delete_source(done: int, total: int, examples: int) -> None:
+        if not deleted:
+            source.unlink()
+            deleted.append(done)
+
+    options = IngestOptions(chunk_bytes=4096, parallel_threshold_bytes=0, progress=delete_source)
+    with ProcessPoolExecutor(max_workers=2, initializer=preload_encodings) as pool:
+        report = ingest_file(source, tmp_path / "pooled.jsonl", options, executor=pool)
+
+    assert deleted
+    assert deleted[0] < expected.source_bytes  # deleted before the last chunk was read
+    assert comparable(report) == comparable(expected)
 
 
 def test_pooled_table_and_array_inputs_match_inline(tmp_path: Path) -> None:

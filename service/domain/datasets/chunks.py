@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -125,10 +126,28 @@ class ChunkContext:
 
 @dataclass(frozen=True, slots=True)
 class LinesChunk:
-    """Whole JSONL lines; `first_line` is the original line number of the first one."""
+    """Whole JSONL lines; `first_line` is the original line number of the first one.
+
+    The lines travel as `data`, or stay in the file at `path` (`size` bytes from
+    `offset`) for the process that handles the chunk to read: sending 100 MiB of
+    chunks through a process pool's pipe cost a tenth of a second of CPU on each
+    side, reading them from the page cache a tenth of that.
+    """
 
     first_line: int
-    data: bytes
+    data: bytes = b""
+    path: str | None = None
+    offset: int = 0
+    size: int = 0
+
+    def read(self) -> bytes:
+        if self.path is None:
+            return self.data
+        with open(self.path, "rb", buffering=0) as handle:
+            data = os.pread(handle.fileno(), self.size, self.offset)
+        if len(data) != self.size:
+            raise OSError(f"{self.path} ended {self.size - len(data)} bytes early")
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +310,7 @@ def process_chunk(work: LinesChunk | RecordsChunk, context: ChunkContext) -> Chu
             errors.add(too_deeply_nested(line))
 
     if isinstance(work, LinesChunk):
-        data = work.data
+        data = work.read()
         checked = False  # whether the whole chunk is known to be UTF-8
         taken = missed = 0
         for offset, raw_line in enumerate(data.split(b"\n")):
