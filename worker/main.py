@@ -82,12 +82,19 @@ def _every(seconds: int) -> dict[str, Any]:
     return {"minute": set(range(0, 60, max(1, seconds // 60))), "second": 0}
 
 
+# How often arq looks for queued tasks, and the follower for due jobs when it
+# has nothing to do. A dataset's validation waits up to this long to start:
+# 0.25 s was a third of a 20 MiB upload's time on the worker path. An idle
+# worker spends about 1 % of a core on it (0.4 % at 0.25 s).
+POLL_SECONDS = 0.1
+
+
 def build_worker(
     settings: Settings,
     *,
     burst: bool = False,
     handle_signals: bool = True,
-    poll_delay: float = 0.25,
+    poll_delay: float = POLL_SECONDS,
     shutdown_grace: int = SHUTDOWN_GRACE_SECONDS,
 ) -> Worker:
     """A worker bound to the running event loop (construct it inside `async` code)."""
