@@ -222,7 +222,9 @@ async def worker(settings) -> AsyncIterator:  # type: ignore[no-untyped-def]
 
     from worker.main import build_worker, close_worker
 
-    running = build_worker(settings, handle_signals=False, poll_delay=0.05)
+    running = build_worker(
+        settings, handle_signals=False, poll_delay=0.05, follow_idle_seconds=0.05
+    )
     task = asyncio.create_task(running.async_run())
     # Wait for start-up to finish: a test that then builds a large body in this loop
     # would otherwise stall the worker's first Redis calls past their timeout.

@@ -125,7 +125,9 @@ async def test_a_validation_whose_queue_entry_was_lost_is_rescheduled(
         # The queue loses the task (a flushed queue, a failover): only the record remains.
         redis.zrem(tasks.QUEUE_NAME, tasks.validate_job_id(dataset["id"]))
         redis.delete("arq:job:" + tasks.validate_job_id(dataset["id"]))
-    running = build_worker(settings, handle_signals=False, poll_delay=0.05)
+    running = build_worker(
+        settings, handle_signals=False, poll_delay=0.05, follow_idle_seconds=0.05
+    )
     task = asyncio.create_task(running.async_run())
     try:
         done = await settled(client, dataset["id"], timeout=30)

@@ -36,7 +36,9 @@ async def test_ready_names_missing_worker_then_recovers_when_one_starts(client, 
 
     from worker.main import build_worker, close_worker
 
-    running = build_worker(settings, handle_signals=False, poll_delay=0.05)
+    running = build_worker(
+        settings, handle_signals=False, poll_delay=0.05, follow_idle_seconds=0.05
+    )
     task = asyncio.create_task(running.async_run())
     try:
         response = await wait_for_status(client, "/ready", 200)

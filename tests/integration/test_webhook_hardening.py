@@ -258,7 +258,7 @@ async def test_a_delivery_the_ssrf_guard_stops_is_a_failed_attempt_with_its_reas
         )
     ).json()
     strict = settings.model_copy(update={"webhook_allow_private_networks": False})
-    running = build_worker(strict, handle_signals=False, poll_delay=0.05)
+    running = build_worker(strict, handle_signals=False, poll_delay=0.05, follow_idle_seconds=0.05)
     task = asyncio.create_task(running.async_run())
     try:
         delivery = await one_attempt(client, endpoint["id"])
