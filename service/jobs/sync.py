@@ -31,7 +31,7 @@ from collections.abc import Callable
 from service import tasks
 from service.domain import jobs as rules
 from service.domain.jobs import JobStatus, RemoteEvent, RemoteJob, Step, is_terminal
-from service.domain.records import Job, JobCheckpoint
+from service.domain.records import Endpoint, Job, JobCheckpoint
 from service.domain.stamps import iso_from_unix, now_iso, unix_from_iso
 from service.evaluations.automatic import start_job_evaluation
 from service.providers.base import (
@@ -112,6 +112,9 @@ class JobSync:
         # The job as the step last read or wrote it: the base of its next write, so
         # a step reads the record once (a stale base just loses the race and re-reads).
         self._base: JobSnapshot | None = None
+        # The tenant's webhook endpoints, read at the step's first announcement and
+        # kept for the rest of it (an endpoint added meanwhile gets the next event).
+        self._endpoints: list[Endpoint] | None = None
 
     async def step(self, job_id: str, read: JobSnapshot | None = None) -> Outcome:
         """One sync step; again at once (up to a few times) while a provider webhook or an
@@ -167,7 +170,9 @@ class JobSync:
             decide(job, step)
             due = rules.announcements_due(job)
             for kind in due:
-                await emit_job_event(self.resources, job, kind)
+                await emit_job_event(
+                    self.resources, job, kind, endpoints=await self._tenant_endpoints(job)
+                )
             job.announced = sorted({*job.announced, *due})
             result = await self.jobs.apply(
                 job_id,
@@ -180,10 +185,19 @@ class JobSync:
             if result.checkpoints_added and checkpoints:
                 newest = max(c.step_number for c in checkpoints)
                 await emit_job_event(
-                    self.resources, job, "job.checkpoint.created", discriminator=str(newest)
+                    self.resources,
+                    job,
+                    "job.checkpoint.created",
+                    discriminator=str(newest),
+                    endpoints=await self._tenant_endpoints(job),
                 )
             return job, result.poked
         raise RuntimeError(f"could not write job {job_id}: too much contention")
+
+    async def _tenant_endpoints(self, job: Job) -> list[Endpoint]:
+        if self._endpoints is None:
+            self._endpoints = await self.resources.webhooks.tenant_endpoints(job.tenant)
+        return self._endpoints
 
     # The state machine ---------------------------------------------------------
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from service import tasks
-from service.domain.records import Delivery, Evaluation, Job
+from service.domain.records import Delivery, Endpoint, Evaluation, Job
 from service.domain.stamps import now_iso
 from service.evaluations.automatic import job_evaluation_of
 from service.evaluations.view import public_evaluation
@@ -76,9 +77,15 @@ def new_delivery(
 
 
 async def emit_job_event(
-    resources: Resources, job: Job, event_type: str, *, discriminator: str = ""
+    resources: Resources,
+    job: Job,
+    event_type: str,
+    *,
+    discriminator: str = "",
+    endpoints: Sequence[Endpoint] | None = None,
 ) -> int:
-    """Create and enqueue deliveries for one job event. Returns how many are new."""
+    """Create and enqueue deliveries for one job event. Returns how many are new.
+    `endpoints`: as for emit_event."""
     data = public_job(job, evaluation=await job_evaluation_of(resources, job))
     return await emit_event(
         resources,
@@ -88,6 +95,7 @@ async def emit_job_event(
         data=data.model_dump(mode="json"),
         job_id=job.id,
         own_url=job.webhook_url if event_type in FINAL_TYPES else None,
+        endpoints=endpoints,
     )
 
 
@@ -120,14 +128,19 @@ async def emit_event(
     data: dict[str, Any],
     job_id: str | None,
     own_url: str | None,
+    endpoints: Sequence[Endpoint] | None = None,
 ) -> int:
     """One delivery per target (every enabled endpoint of the tenant subscribed to the
-    type, plus `own_url`: a job's webhook_url), each stored then enqueued."""
+    type, plus `own_url`: a job's webhook_url), each stored then enqueued.
+    `endpoints`: the tenant's endpoints when the caller has just read them (a job's
+    sync step that announces several events reads them once); else they are read."""
     payload = dumps({"id": event_id, "type": event_type, "timestamp": now_iso(), "data": data})
     store = resources.webhooks
+    if endpoints is None:
+        endpoints = await store.tenant_endpoints(tenant)
     targets: list[tuple[str | None, str]] = [
         (endpoint.id, endpoint.url)
-        for endpoint in await store.tenant_endpoints(tenant)
+        for endpoint in endpoints
         if endpoint.enabled and event_type in endpoint.event_types
     ]
     if own_url:
