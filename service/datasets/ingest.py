@@ -287,7 +287,7 @@ def _balanced_chunk_bytes(chunk_bytes: int, total_bytes: int, executor: Executor
     if executor is None:
         return chunk_bytes
     share = total_bytes // (_pool_width(executor) * CHUNKS_PER_PROCESS)
-    return max(min(chunk_bytes, MIN_BALANCED_CHUNK_BYTES), min(chunk_bytes, share))
+    return min(chunk_bytes, max(MIN_BALANCED_CHUNK_BYTES, share))
 
 
 class _PastDeadline(Exception):
@@ -450,7 +450,7 @@ def _jsonl_chunks(
 
 
 @contextmanager
-def _shared_copy(source: Path, beside: Path) -> Iterator[Path | None]:
+def _linked_source(source: Path, beside: Path) -> Iterator[Path | None]:
     """A hard link to `source` next to `beside`, for pool processes to read chunks
     from, removed on exit; None where the file system refuses one (the chunks then
     carry their bytes). The link keeps the bytes readable if `source` is deleted
@@ -708,7 +708,7 @@ def ingest_file(
                 works: Iterator[LinesChunk | RecordsChunk]
                 if source_format == "jsonl":
                     shared = (
-                        scope.enter_context(_shared_copy(source, dest))
+                        scope.enter_context(_linked_source(source, dest))
                         if isinstance(run_in, ProcessPoolExecutor)
                         else None
                     )
