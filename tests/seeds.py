@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -62,3 +63,10 @@ def chat_examples(count: int, *, prefix: str = "q") -> list[dict]:
         }
         for i in range(count)
     ]
+
+
+async def big_chat_jsonl(count: int) -> bytes:
+    """`jsonl(chat_examples(count))` built in a thread. A test whose event loop also
+    runs the worker must not block it for seconds: the worker's Redis reads in
+    flight would time out meanwhile, and arq's loop ends on such an error."""
+    return await asyncio.to_thread(lambda: jsonl(chat_examples(count)))

@@ -14,7 +14,7 @@ from service import tasks
 from tests.conftest import auth
 from tests.integration.test_dataset_hardening import nested_line
 from tests.integration.test_datasets_api import stored_files, upload
-from tests.seeds import chat_examples, jsonl
+from tests.seeds import big_chat_jsonl, chat_examples, jsonl
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def test_a_delete_while_the_worker_validates_is_final(
     client, worker, redis_server, data_dir
 ) -> None:
     # About 30 MB: a second or two of validation, plenty of time to delete mid-way.
-    dataset = await accepted(client, jsonl(chat_examples(180_000)))
+    dataset = await accepted(client, await big_chat_jsonl(180_000))
     key = f"fts:dataset:{dataset['id']}"
     with redis_server.client() as redis:
         deadline = time.monotonic() + 120
@@ -108,7 +108,7 @@ class TestTimeLimit:
         self, client, worker, data_dir
     ) -> None:
         # About 50 MB: more than the 1 s this test allows a validation.
-        dataset = await accepted(client, jsonl(chat_examples(300_000)))
+        dataset = await accepted(client, await big_chat_jsonl(300_000))
         done = await settled(client, dataset["id"])
         assert done["status"] == "invalid", done
         assert [e["code"] for e in done["errors"]] == ["validation_timeout"]

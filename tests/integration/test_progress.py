@@ -15,7 +15,7 @@ from tests.conftest import auth
 from tests.integration.conftest import create_dataset, start_job, wait_for_job
 from tests.integration.test_datasets_api import upload
 from tests.receiver import running_receiver
-from tests.seeds import chat_examples, jsonl
+from tests.seeds import big_chat_jsonl
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def instant(value: str) -> datetime:
 async def test_a_dataset_validating_in_the_background_reports_how_far_it_is(
     client, worker, frequent_progress
 ) -> None:
-    content = jsonl(chat_examples(150_000))
+    content = await big_chat_jsonl(150_000)
     response = await client.post("/datasets", headers=auth(), **upload("big.jsonl", content))
     assert response.status_code == 202, response.text
     dataset_id = response.json()["id"]
