@@ -133,6 +133,14 @@ async def sync_job_now(schedule: FollowSchedule, job_id: str) -> None:
     await schedule.schedule([job_id], urgent_score(), poke=True)
 
 
+async def sync_upstream_job_now(
+    schedule: FollowSchedule, provider: str, upstream_id: str
+) -> str | None:
+    """`sync_job_now` for the job a provider's job id names (one round trip); returns
+    our job's id, or None when the provider's job is none of ours."""
+    return await schedule.poke_upstream(provider, upstream_id, urgent_score())
+
+
 async def enqueue_delivery(
     queue: ArqRedis,
     delivery_id: str,

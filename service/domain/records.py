@@ -165,6 +165,10 @@ class Job(Record):
     announced: list[str] = Field(default_factory=list)
     # The evaluation started when the job succeeded (its validation examples, tuned vs base).
     evaluation_id: str | None = None
+    # The examples that evaluation uses, fixed when the job is created: the validation
+    # dataset, else the training dataset's validation split; "" when there is neither.
+    # None on a job stored before this was recorded (the datasets are read then).
+    held_out_dataset_id: str | None = None
 
 
 class JobEvent(BaseModel):

@@ -32,11 +32,13 @@ def automatic_evaluation_id(job_id: str) -> str:
 
 async def held_out_dataset(resources: Resources, job: Job) -> Dataset | None:
     """The ready validation examples of the job's own tenant, if it has any."""
-    candidate = job.validation_dataset_id
-    if candidate is None:
-        training = await resources.datasets.get(job.dataset_id)
-        candidate = training.validation_dataset_id if training is not None else None
-    if candidate is None:
+    candidate = job.held_out_dataset_id
+    if candidate is None:  # a job stored before its creation recorded them
+        candidate = job.validation_dataset_id
+        if candidate is None:
+            training = await resources.datasets.get(job.dataset_id)
+            candidate = training.validation_dataset_id if training is not None else None
+    if not candidate:
         return None
     dataset = await resources.datasets.get(candidate)
     if (

@@ -28,6 +28,7 @@ from service.domain.records import Dataset, Job
 from service.domain.stamps import new_id, now_iso
 from service.errors import Conflict, InvalidContent
 from service.resources import Resources
+from service.store.records import read_together
 from service.webhooks.outbound_guard import check_webhook_url
 
 
@@ -65,11 +66,26 @@ def _ready(dataset: Dataset, what: str) -> None:
 
 async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
     settings = resources.settings
-    dataset = await resources.datasets.get_for_tenant(tenant, request.dataset_id)
+    datasets = resources.datasets
+    # Everything the checks below read, in one round trip.
+    training_lookup = datasets.lookup(request.dataset_id)
+    validation_lookup = (
+        datasets.lookup(request.validation_dataset_id) if request.validation_dataset_id else None
+    )
+    secret_lookup = resources.webhooks.job_secret_lookup(tenant)
+    found = await read_together(
+        resources.redis,
+        [
+            training_lookup,
+            *([validation_lookup] if validation_lookup else []),
+            *([secret_lookup] if request.webhook_url else []),
+        ],
+    )
+    dataset = datasets.owned(tenant, request.dataset_id, found[training_lookup])
     _ready(dataset, "Dataset")
     validation = None
-    if request.validation_dataset_id:
-        validation = await resources.datasets.get_for_tenant(tenant, request.validation_dataset_id)
+    if request.validation_dataset_id and validation_lookup:
+        validation = datasets.owned(tenant, request.validation_dataset_id, found[validation_lookup])
         _ready(validation, "Validation dataset")
         if validation.kind != dataset.kind:
             raise InvalidContent("The validation dataset is of another kind than the training one")
@@ -123,7 +139,7 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
         webhook_url = await check_webhook_url(
             request.webhook_url, allow_private=settings.webhook_allow_private_networks
         )
-        if not settings.auth_disabled and await resources.webhooks.job_secret(tenant) is None:
+        if not settings.auth_disabled and found[secret_lookup] is None:
             raise Conflict(
                 "A job's webhook_url is signed with this tenant's job webhook secret, and "
                 "there is none yet: create it with POST /webhooks/job-secret (shown once), "
@@ -137,6 +153,7 @@ async def create_job(resources: Resources, tenant: str, request: NewJob) -> Job:
         status=JobStatus.PENDING,
         dataset_id=dataset.id,
         validation_dataset_id=validation.id if validation else None,
+        held_out_dataset_id=validation.id if validation else dataset.validation_dataset_id or "",
         # The snapshot the alias names today, as the provider itself would record it.
         model=entry.id,
         provider=entry.provider,

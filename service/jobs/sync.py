@@ -16,8 +16,9 @@ running it twice, late, or after a crash is harmless:
    (and named on the job) just before, without waiting for it.
 
 Upstream ids are recorded the moment they exist. Webhook announcements are
-emitted before the write that remembers them (deliveries are idempotent by
-id, so a repeat announces once). The step returns "terminal", "gone", or the
+stored by the write that remembers them (their deliveries are created there
+where new: ids derive from the event and target, so a repeat announces once)
+and sent once it landed. The step returns "terminal", "gone", or the
 seconds to wait before the next one.
 """
 
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from service import tasks
 from service.domain import jobs as rules
 from service.domain.jobs import JobStatus, RemoteEvent, RemoteJob, Step, is_terminal
-from service.domain.records import Endpoint, Job, JobCheckpoint
+from service.domain.records import Delivery, Job, JobCheckpoint
 from service.domain.stamps import iso_from_unix, now_iso, unix_from_iso
 from service.evaluations.automatic import start_job_evaluation
 from service.providers.base import (
@@ -44,7 +45,7 @@ from service.providers.base import (
 )
 from service.resources import Resources
 from service.store.jobs import Changes, JobSnapshot
-from service.webhooks.events import emit_job_event
+from service.webhooks.events import dispatch, emit_job_event, job_event_deliveries
 from service.webhooks.sending import held_sends
 
 logger = logging.getLogger(__name__)
@@ -112,9 +113,6 @@ class JobSync:
         # The job as the step last read or wrote it: the base of its next write, so
         # a step reads the record once (a stale base just loses the race and re-reads).
         self._base: JobSnapshot | None = None
-        # The tenant's webhook endpoints, read at the step's first announcement and
-        # kept for the rest of it (an endpoint added meanwhile gets the next event).
-        self._endpoints: list[Endpoint] | None = None
 
     async def step(self, job_id: str, read: JobSnapshot | None = None) -> Outcome:
         """One sync step; again at once (up to a few times) while a provider webhook or an
@@ -160,6 +158,7 @@ class JobSync:
         decide: Callable[[Job, Step], None],
         checkpoints: list[JobCheckpoint] | None,
     ) -> tuple[Job, bool]:
+        webhooks = self.resources.webhooks
         for _ in range(MAX_WRITE_ATTEMPTS):
             snapshot, self._base = self._base, None
             if snapshot is None or snapshot.job.id != job_id:
@@ -169,19 +168,29 @@ class JobSync:
             job, step = snapshot.job, Step()
             decide(job, step)
             due = rules.announcements_due(job)
-            for kind in due:
-                await emit_job_event(
-                    self.resources, job, kind, endpoints=await self._tenant_endpoints(job)
-                )
+            changes = Changes(job=job, entries=step.entries, checkpoints=checkpoints or [])
+            deliveries: list[Delivery] = []
+            known = None
+            if due or checkpoints:
+                # This process's copy of the tenant's endpoints; the write checks it is
+                # still current (its guard) and is tried again with a fresh read if not.
+                known = await webhooks.current_endpoints(job.tenant)
+                changes.guard = known.guard
+                for kind in due:
+                    deliveries += await job_event_deliveries(
+                        self.resources, job, kind, known.endpoints
+                    )
+                changes.creates = [webhooks.delivery_creation(d) for d in deliveries]
             job.announced = sorted({*job.announced, *due})
-            result = await self.jobs.apply(
-                job_id,
-                snapshot,
-                Changes(job=job, entries=step.entries, checkpoints=checkpoints or []),
-            )
+            result = await self.jobs.apply(job_id, snapshot, changes)
+            if result.guard_moved:
+                webhooks.forget_endpoints(job.tenant)
+                continue
             if not result.written:
                 continue
             self._base = result.snapshot
+            # The announcements and the job that records them landed together.
+            await dispatch(self.resources, deliveries, result.created)
             if result.checkpoints_added and checkpoints:
                 newest = max(c.step_number for c in checkpoints)
                 await emit_job_event(
@@ -189,15 +198,10 @@ class JobSync:
                     job,
                     "job.checkpoint.created",
                     discriminator=str(newest),
-                    endpoints=await self._tenant_endpoints(job),
+                    endpoints=known.endpoints if known is not None else None,
                 )
             return job, result.poked
         raise RuntimeError(f"could not write job {job_id}: too much contention")
-
-    async def _tenant_endpoints(self, job: Job) -> list[Endpoint]:
-        if self._endpoints is None:
-            self._endpoints = await self.resources.webhooks.tenant_endpoints(job.tenant)
-        return self._endpoints
 
     # The state machine ---------------------------------------------------------
 

@@ -21,6 +21,7 @@ from service.errors import NotFound
 from service.store.keys import Keys
 from service.store.records import (
     ABSENT,
+    Lookup,
     Op,
     Page,
     RecordGone,
@@ -67,7 +68,15 @@ class DatasetStore:
         return await get_record(self.redis, self.keys.dataset(dataset_id), Dataset)
 
     async def get_for_tenant(self, tenant: str, dataset_id: str) -> Dataset:
-        record = await self.get(dataset_id)
+        return self.owned(tenant, dataset_id, await self.get(dataset_id))
+
+    def lookup(self, dataset_id: str) -> Lookup[Dataset]:
+        """The dataset, to read with other records (`records.read_together`)."""
+        return Lookup(self.keys.dataset(dataset_id), Dataset)
+
+    @staticmethod
+    def owned(tenant: str, dataset_id: str, record: Dataset | None) -> Dataset:
+        """`record` (as read) if it is the tenant's; else NotFound, as for any unknown id."""
         if record is None or record.tenant != tenant:
             raise NotFound(f"No dataset {dataset_id} for this tenant")
         return record

@@ -75,29 +75,54 @@ end
 return held
 """
 
+# follow(id, poke flag key, due time, poke, flag lifetime): a job being stepped
+# (claimed) is left to its step; with `poke` it is marked to be due again the
+# moment that step ends, and a waiting job is moved up to the due time if that
+# is earlier. `poke` also raises the job's own flag, which a running step sees
+# when it writes (`JobStore.apply`). Without it a waiting job keeps its time.
+# Returns 1 if the job was not followed before.
+_FOLLOW_LUA = """
+local function follow(id, flag, due, poke, ttl)
+  if poke then redis.call('SET', flag, '1', 'EX', ttl) end
+  if redis.call('ZSCORE', KEYS[2], id) then
+    if poke then redis.call('SADD', KEYS[3], id) end
+    return 0
+  elseif poke then
+    return redis.call('ZADD', KEYS[1], 'LT', due, id)
+  end
+  return redis.call('ZADD', KEYS[1], 'NX', due, id)
+end
+"""
+
 # KEYS: due, claimed, poked, then in 'poke' mode each job's poke flag (in the
-# order of the ids). ARGV: due time, mode, the flag's lifetime in seconds, ids.
-# A job being stepped (claimed) is left to its step; in 'poke' mode it is marked
-# to be due again the moment that step ends, and a waiting job is moved up to
-# the given time if that is earlier. 'poke' also raises the job's own flag,
-# which a running step sees when it writes (`JobStore.apply`). In 'add' mode a
-# waiting job keeps its time. Returns how many jobs were not followed before.
-_SCHEDULE = """
+# order of the ids). ARGV: due time, mode ('poke' or 'add'), the flag's
+# lifetime in seconds, ids. Returns how many jobs were not followed before.
+_SCHEDULE = (
+    _FOLLOW_LUA
+    + """
 local poke = ARGV[2] == 'poke'
 local added = 0
 for i = 4, #ARGV do
-  local id = ARGV[i]
-  if poke then redis.call('SET', KEYS[i], '1', 'EX', ARGV[3]) end
-  if redis.call('ZSCORE', KEYS[2], id) then
-    if poke then redis.call('SADD', KEYS[3], id) end
-  elseif poke then
-    added = added + redis.call('ZADD', KEYS[1], 'LT', ARGV[1], id)
-  else
-    added = added + redis.call('ZADD', KEYS[1], 'NX', ARGV[1], id)
-  end
+  added = added + follow(ARGV[i], KEYS[i], ARGV[1], poke, ARGV[3])
 end
 return added
 """
+)
+
+# KEYS: due, claimed, poked, the provider job id -> our job id key. ARGV: due
+# time, the flag's lifetime, the poke flag key around the job id (before,
+# after). Pokes the job the provider's id names; returns its id, or false
+# when the id names none of ours. (The flag's key is only known once the id is
+# read: this script needs Redis as one node, as every script here does.)
+_POKE_UPSTREAM = (
+    _FOLLOW_LUA
+    + """
+local id = redis.call('GET', KEYS[4])
+if not id then return false end
+follow(id, ARGV[3] .. id .. ARGV[4], ARGV[1], true, ARGV[2])
+return id
+"""
+)
 
 
 # How long a job's poke flag waits for a step to see it.
@@ -133,6 +158,7 @@ class FollowSchedule:
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._schedule = redis.register_script(_SCHEDULE)
+        self._poke_upstream = redis.register_script(_POKE_UPSTREAM)
 
     async def schedule(self, job_ids: Sequence[str], due_ms: int, *, poke: bool = False) -> int:
         """Follow these jobs from `due_ms`; a job already followed keeps its place. With
@@ -144,6 +170,16 @@ class FollowSchedule:
         keys = self._keys + ([self.keys.job_poke(job_id) for job_id in job_ids] if poke else [])
         args = [due_ms, "poke" if poke else "add", POKE_SECONDS, *job_ids]
         return int(await self._schedule(keys=keys, args=args))
+
+    async def poke_upstream(self, provider: str, upstream_id: str, due_ms: int) -> str | None:
+        """`schedule([job], due_ms, poke=True)` for the job a provider's id names, found
+        and poked in one round trip; returns its id, or None when it names none of ours."""
+        before, after = self.keys.job_poke("\n").split("\n")
+        found = await self._poke_upstream(
+            keys=[*self._keys, self.keys.job_by_upstream(provider, upstream_id)],
+            args=[due_ms, POKE_SECONDS, before, after],
+        )
+        return str(found) if found else None
 
     async def claim(
         self,

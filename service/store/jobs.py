@@ -14,7 +14,9 @@
 
 A sync step writes everything it learned in one atomic script (`apply`): the
 job compared-and-set against the bytes it read, new timeline entries (each
-id once), metrics, checkpoints and indexes, in a single round trip.
+id once), metrics, checkpoints, indexes, and the webhook deliveries that
+announce it (created where new, only while the tenant's endpoints are as the
+step saw them), in a single round trip. A new job is stored by the same script.
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ from service.domain.records import Job, JobCheckpoint, JobEvent
 from service.errors import MalformedRequest, NotFound
 from service.store.keys import Keys
 from service.store.records import (
+    ABSENT,
+    Creation,
+    Guard,
     Op,
     Page,
-    create_records,
+    WriteConflict,
     creation_score,
     dumps,
     get_record,
@@ -45,21 +50,40 @@ from service.store.records import (
     update_record,
 )
 
-# KEYS: job, event ids, events, metrics, checkpoints, poke, then the index keys.
-# ARGV: expected job ('' to skip the check), new job ('' to leave it), number of
-# entries, per entry (id, event JSON or '', step, metrics JSON or ''), number of
-# checkpoints, per checkpoint (id, JSON), then index operations (command, key
-# index, argc, args). An entry is added once per id. Its metrics are stored by
-# step: a provider event's overwrite, an entry without an event (a results-file
-# row) only fills a step no event gave.
-# Returns {status, entries added, checkpoints added, poked}: status 0 on
-# success, 1 when the job changed since it was read (nothing written).
+# KEYS: job, event ids, events, metrics, checkpoints, poke, then every other key.
+# ARGV: expected job ('' to skip the check; ABSENT: no record and no tombstone
+# may exist), new job ('' to leave it), a guard (key index, or 0 for none, and
+# the counter's expected value), number of entries, per entry (id, event JSON
+# or '', step, metrics JSON or ''), number of checkpoints, per checkpoint (id,
+# JSON), number of records to create, per record (key index, JSON, number of
+# operations, operations), then the index operations. An operation is
+# (command, key index, argc, args). An entry is added once per id. Its metrics
+# are stored by step: a provider event's overwrite, an entry without an event
+# (a results-file row) only fills a step no event gave. A record to create is
+# written, with its operations, only where its key is free (a tombstone holds
+# it too).
+# Returns {status, entries added, checkpoints added, poked, then per record to
+# create 1 if it was created}: status 0 on success, 1 when the job changed
+# since it was read, 2 when the guard's counter moved (nothing written for 1, 2).
 _APPLY = """
-if ARGV[1] ~= '' then
+local function run(p)
+  local argc = tonumber(ARGV[p + 2])
+  local call = {ARGV[p], KEYS[tonumber(ARGV[p + 1])]}
+  for j = 1, argc do call[#call + 1] = ARGV[p + 2 + j] end
+  redis.call(unpack(call))
+  return p + 3 + argc
+end
+if ARGV[1] == '\\0absent' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0, 0, 0} end
+elseif ARGV[1] ~= '' then
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {1, 0, 0, 0} end
 end
+local guard = tonumber(ARGV[3])
+if guard > 0 and (redis.call('GET', KEYS[guard]) or '0') ~= ARGV[4] then
+  return {2, 0, 0, 0}
+end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
-local p = 3
+local p = 5
 local entries = tonumber(ARGV[p])
 local added = 0
 for i = 1, entries do
@@ -87,15 +111,24 @@ for i = 1, checkpoints do
   p = p + 2
 end
 p = p + 1
-while p <= #ARGV do
-  local argc = tonumber(ARGV[p + 2])
-  local call = {ARGV[p], KEYS[tonumber(ARGV[p + 1])]}
-  for j = 1, argc do call[#call + 1] = ARGV[p + 2 + j] end
-  redis.call(unpack(call))
-  p = p + 3 + argc
+local creates = tonumber(ARGV[p])
+local created = {}
+p = p + 1
+for i = 1, creates do
+  local key, value, ops = KEYS[tonumber(ARGV[p])], ARGV[p + 1], tonumber(ARGV[p + 2])
+  local free = redis.call('EXISTS', key) == 0
+  if free then redis.call('SET', key, value) end
+  created[i] = free and 1 or 0
+  p = p + 3
+  for j = 1, ops do
+    if free then p = run(p) else p = p + 3 + tonumber(ARGV[p + 2]) end
+  end
 end
+while p <= #ARGV do p = run(p) end
 local poked = redis.call('DEL', KEYS[6])
-return {0, added, new_checkpoints, poked}
+local result = {0, added, new_checkpoints, poked}
+for i = 1, creates do result[4 + i] = created[i] end
+return result
 """
 
 
@@ -116,6 +149,10 @@ class ApplyResult:
     # The job as it now stands in Redis, when this write set it: the base of the
     # writer's next compare-and-set, without reading it back.
     snapshot: JobSnapshot | None = None
+    # Nothing was written because the guard's counter moved (the job itself had not).
+    guard_moved: bool = False
+    # Per record of `Changes.creates`: whether this write created it (else it existed).
+    created: list[bool] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -125,6 +162,11 @@ class Changes:
     job: Job | None = None
     entries: list[TimelineEntry] = field(default_factory=list)
     checkpoints: list[JobCheckpoint] = field(default_factory=list)
+    # Records created in the same write where their keys are free (the deliveries
+    # that announce what this write records), and a counter that must not have
+    # moved since they were decided (the tenant's endpoints they were made for).
+    creates: list[Creation] = field(default_factory=list)
+    guard: Guard | None = None
 
 
 class JobStore:
@@ -149,6 +191,8 @@ class JobStore:
         return ops
 
     async def create(self, job: Job, first: TimelineEntry) -> None:
+        """Store a new job with its first timeline entry, its indexes and its place in
+        the follow schedule, in one write; WriteConflict if its id is taken."""
         score = creation_score()
         ops: list[Op] = [
             ("ZADD", self.keys.jobs_by_tenant(job.tenant), score, job.id),
@@ -161,8 +205,9 @@ class JobStore:
             ops.append(
                 ("ZADD", self.keys.jobs_by_dataset(job.validation_dataset_id), score, job.id)
             )
-        await create_records(self.redis, [(self.keys.job(job.id), job)], ops)
-        await self.apply(job.id, None, Changes(entries=[first]))
+        result = await self._write(job.id, ABSENT, Changes(job=job, entries=[first]), ops)
+        if not result.written:
+            raise WriteConflict(self.keys.job(job.id))
 
     async def get(self, job_id: str) -> Job | None:
         return await get_record(self.redis, self.keys.job(job_id), Job)
@@ -207,7 +252,14 @@ class JobStore:
 
     async def apply(self, job_id: str, base: JobSnapshot | None, changes: Changes) -> ApplyResult:
         """Write a sync step's findings at once. With `base`, the job is written only
-        if it still holds `base.raw` (else nothing is, and `written` is False)."""
+        if it still holds `base.raw`, and with `changes.guard` only while its counter
+        holds its value (else nothing is, and `written` is False)."""
+        ops = self._indexes(changes.job) if changes.job else []
+        return await self._write(job_id, base.raw if base is not None else "", changes, ops)
+
+    async def _write(
+        self, job_id: str, expected: str, changes: Changes, ops: Sequence[Op]
+    ) -> ApplyResult:
         keys = [
             self.keys.job(job_id),
             self.keys.job_event_ids(job_id),
@@ -216,10 +268,26 @@ class JobStore:
             self.keys.job_checkpoints(job_id),
             self.keys.job_poke(job_id),
         ]
+
+        def slot(key: object) -> int:
+            key = str(key)
+            if key not in keys:
+                keys.append(key)
+            return keys.index(key) + 1
+
+        def operations(found: Iterable[Op]) -> list[str | int | float]:
+            args: list[str | int | float] = []
+            for command, key, *arguments in found:
+                args += [str(command), slot(key), len(arguments), *arguments]
+            return args
+
         raw = serialize(changes.job) if changes.job is not None else ""
+        guard = changes.guard
         argv: list[str | int | float] = [
-            base.raw if base is not None else "",
+            expected,
             raw,
+            slot(guard.key) if guard is not None else 0,
+            guard.value if guard is not None else "",
             len(changes.entries),
         ]
         for entry in changes.entries:
@@ -232,16 +300,16 @@ class JobStore:
         argv.append(len(changes.checkpoints))
         for checkpoint in changes.checkpoints:
             argv += [checkpoint.id, checkpoint.model_dump_json()]
-        for command, key, *arguments in self._indexes(changes.job) if changes.job else []:
-            key = str(key)
-            if key not in keys:
-                keys.append(key)
-            argv += [str(command), keys.index(key) + 1, len(arguments), *arguments]
-        status, added, new_checkpoints, poked = await self._apply(
+        argv.append(len(changes.creates))
+        for creation in changes.creates:
+            argv += [slot(creation.key), creation.value, len(creation.ops)]
+            argv += operations(creation.ops)
+        argv += operations(ops)
+        status, added, new_checkpoints, poked, *created = await self._apply(
             keys=keys, args=[str(a) for a in argv]
         )
         if int(status):
-            return ApplyResult(written=False)
+            return ApplyResult(written=False, guard_moved=int(status) == 2)
         written = parse(Job, raw) if raw else None
         return ApplyResult(
             True,
@@ -249,6 +317,7 @@ class JobStore:
             int(new_checkpoints),
             bool(int(poked)),
             JobSnapshot(raw, written) if written is not None else None,
+            created=[bool(int(flag)) for flag in created],
         )
 
     async def events_page(
@@ -293,7 +362,3 @@ class JobStore:
 
     async def tuned_models(self, tenant: str) -> dict[str, str]:
         return dict(await self.redis.hgetall(self.keys.tenant_models(tenant)))
-
-    async def id_for_upstream(self, provider: str, upstream_id: str) -> str | None:
-        value = await self.redis.get(self.keys.job_by_upstream(provider, upstream_id))
-        return str(value) if value is not None else None

@@ -114,6 +114,11 @@ class Keys:
     def endpoints_by_tenant(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:webhooks"
 
+    def endpoints_version(self, tenant: str) -> str:
+        """A counter raised by every change to the tenant's endpoints: a write that
+        announces an event checks it still holds what the announcer's copy was read at."""
+        return f"{self.prefix}:tenant:{tenant}:webhooks:version"
+
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}:delivery:{delivery_id}"
 

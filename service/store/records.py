@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -126,6 +126,33 @@ async def get_records(redis: Redis, keys: list[str], model: type[R]) -> list[R]:
     return [record for record in found if record is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup(Generic[R]):
+    """One record to read with others in one round trip (`read_together`); stores
+    hand them out (`DatasetStore.lookup`, say) so callers never spell keys."""
+
+    key: str
+    model: type[R]
+
+
+class Found:
+    """What `read_together` found: `found[lookup]` is the record, or None."""
+
+    def __init__(self, values: dict[str, Record | None]) -> None:
+        self._values = values
+
+    def __getitem__(self, lookup: Lookup[R]) -> R | None:
+        return cast("R | None", self._values[lookup.key])
+
+
+async def read_together(redis: Redis, lookups: Sequence[Lookup[Any]]) -> Found:
+    """Records of any kinds in one round trip (MGET)."""
+    raws = await redis.mget([lookup.key for lookup in lookups]) if lookups else []
+    return Found(
+        {lookup.key: parse(lookup.model, raw) for lookup, raw in zip(lookups, raws, strict=True)}
+    )
+
+
 class RecordGone(Exception):
     """The record does not exist (any more): it was deleted, or never made."""
 
@@ -160,6 +187,25 @@ class Write:
 # An index operation committed with the records: (command, key, *arguments),
 # for example ("ZADD", index_key, score, member) or ("SREM", set_key, member).
 Op = tuple[str | int | float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """A record created beside another write where its key is free (no record, no
+    tombstone), with index operations that run only if it is created."""
+
+    key: str
+    value: str
+    ops: tuple[Op, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A counter a write depends on: the write happens only while the counter still
+    reads `value` (an absent counter reads "0")."""
+
+    key: str
+    value: str
 
 
 async def commit(

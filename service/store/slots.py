@@ -10,21 +10,26 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-_TAKE = """
-local now = redis.call('TIME')
-local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', seconds)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], seconds + tonumber(ARGV[3]), ARGV[1])
+# take_slot(key, holder, limit, ttl): 1 when `holder` now has a slot (or had one).
+TAKE_SLOT_LUA = """
+local function take_slot(key, holder, limit, ttl)
+  local now = redis.call('TIME')
+  local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', seconds)
+  if redis.call('ZSCORE', key, holder) then
+    redis.call('ZADD', key, seconds + tonumber(ttl), holder)
+    return 1
+  end
+  if redis.call('ZCARD', key) >= tonumber(limit) then
+    return 0
+  end
+  redis.call('ZADD', key, seconds + tonumber(ttl), holder)
+  redis.call('EXPIRE', key, math.ceil(tonumber(ttl)) + 60)
   return 1
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], seconds + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
-return 1
 """
+
+_TAKE = TAKE_SLOT_LUA + "return take_slot(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
 
 
 class Slots:

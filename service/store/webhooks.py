@@ -6,6 +6,10 @@
 - `fts:webhook:{id}:deliveries`: an endpoint's deliveries by creation time.
 - `fts:deliveries:pending`: ids still to deliver (what the reconciler walks).
 - `fts:tenant:{tenant}:job-webhook-secret`: the secrets jobs' `webhook_url`s are signed with.
+- `fts:tenant:{tenant}:webhooks:version`: raised by every change to the tenant's
+  endpoints. A process keeps the endpoints it last read per tenant
+  (`current_endpoints`); a job's write that announces an event with them checks
+  the counter (a `Guard`), so a copy that went stale is caught and read again.
 
 Delivery ids are derived from (event, target), so emitting the same event
 twice (a retried sync) finds the delivery it already made.
@@ -14,7 +18,9 @@ twice (a retried sync) finds the delivery it already made.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -22,6 +28,9 @@ from service.domain.records import Delivery, DeliveryAttempt, Endpoint, JobSecre
 from service.errors import NotFound
 from service.store.keys import Keys
 from service.store.records import (
+    Creation,
+    Guard,
+    Lookup,
     Op,
     Page,
     RecordGone,
@@ -33,10 +42,46 @@ from service.store.records import (
     get_records,
     page_ids,
     parse,
+    serialize,
     update_record,
 )
+from service.store.slots import TAKE_SLOT_LUA
 
 MAX_ATTEMPTS_KEPT = 50
+# Tenants whose endpoints a process keeps (the least recently used go first).
+ENDPOINT_COPIES = 1024
+
+# KEYS: the delivery, its tenant's delivery slots, its tenant's job webhook secret.
+# ARGV: slot holder, slot limit, slot ttl. Returns {delivery or nil, 1 if the
+# holder has a slot, the secret or nil}; no slot is taken for a missing delivery.
+_BEGIN_ATTEMPT = (
+    TAKE_SLOT_LUA
+    + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {false, 0, false} end
+return {raw, take_slot(KEYS[2], ARGV[1], ARGV[2], ARGV[3]), redis.call('GET', KEYS[3])}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """What a delivery attempt starts from, read in one round trip: the delivery (and
+    its raw JSON, the base of the attempt's write), whether the holder got one of the
+    tenant's slots, and the tenant's job webhook secret."""
+
+    delivery: Delivery | None
+    raw: str | None
+    slot: bool
+    job_secret: JobSecret | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantEndpoints:
+    """A tenant's endpoints as read, and the guard that says they are still current."""
+
+    endpoints: list[Endpoint]
+    guard: Guard
 
 
 def delivery_id_for(event_key: str, target: str) -> str:
@@ -48,6 +93,8 @@ class WebhookStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._copies: OrderedDict[str, TenantEndpoints] = OrderedDict()
+        self._begin_attempt = redis.register_script(_BEGIN_ATTEMPT)
 
     # Endpoints
     async def create_endpoint(self, endpoint: Endpoint, *, max_per_tenant: int) -> None:
@@ -57,7 +104,10 @@ class WebhookStore:
         await create_records(
             self.redis,
             [(self.keys.endpoint(endpoint.id), endpoint)],
-            [("ZADD", index, creation_score(), endpoint.id)],
+            [
+                ("ZADD", index, creation_score(), endpoint.id),
+                ("INCR", self.keys.endpoints_version(endpoint.tenant)),
+            ],
             limits=[(index, max_per_tenant)],
         )
 
@@ -73,7 +123,13 @@ class WebhookStore:
     async def update_endpoint(
         self, endpoint_id: str, change: Callable[[Endpoint], Endpoint | None]
     ) -> Endpoint:
-        return await update_record(self.redis, self.keys.endpoint(endpoint_id), Endpoint, change)
+        return await update_record(
+            self.redis,
+            self.keys.endpoint(endpoint_id),
+            Endpoint,
+            change,
+            extra=lambda e: [("INCR", self.keys.endpoints_version(e.tenant))],
+        )
 
     async def delete_endpoint(self, endpoint: Endpoint) -> None:
         index = self.keys.endpoints_by_tenant(endpoint.tenant)
@@ -82,7 +138,10 @@ class WebhookStore:
                 self.redis,
                 self.keys.endpoint(endpoint.id),
                 Endpoint,
-                ops=lambda e: [("ZREM", index, e.id)],
+                ops=lambda e: [
+                    ("ZREM", index, e.id),
+                    ("INCR", self.keys.endpoints_version(e.tenant)),
+                ],
             )
         except RecordGone:
             raise NotFound(f"No webhook endpoint {endpoint.id} for this tenant") from None
@@ -96,12 +155,46 @@ class WebhookStore:
         return await get_records(self.redis, [self.keys.endpoint(i) for i in ids], Endpoint)
 
     async def tenant_endpoints(self, tenant: str) -> list[Endpoint]:
-        ids = await self.redis.zrange(self.keys.endpoints_by_tenant(tenant), 0, -1)
-        return await self.endpoints(ids)
+        return (await self.read_endpoints(tenant)).endpoints
+
+    async def read_endpoints(self, tenant: str) -> TenantEndpoints:
+        """The tenant's endpoints now (one round trip when it has none, else two), kept
+        as this process's copy."""
+        version_key = self.keys.endpoints_version(tenant)
+        # The counter is read first: a change landing between the reads leaves an
+        # older counter beside newer endpoints, which a guard refuses (never the
+        # other way round).
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(version_key)
+            pipe.zrange(self.keys.endpoints_by_tenant(tenant), 0, -1)
+            version, ids = await pipe.execute()
+        found = TenantEndpoints(await self.endpoints(ids), Guard(version_key, version or "0"))
+        self._copies[tenant] = found
+        self._copies.move_to_end(tenant)
+        while len(self._copies) > ENDPOINT_COPIES:
+            self._copies.popitem(last=False)
+        return found
+
+    async def current_endpoints(self, tenant: str) -> TenantEndpoints:
+        """This process's copy of the tenant's endpoints, read if it has none. It may be
+        stale: a write that relies on it carries its guard, and on `guard_moved` the
+        writer calls `forget_endpoints` and tries again."""
+        found = self._copies.get(tenant)
+        if found is None:
+            return await self.read_endpoints(tenant)
+        self._copies.move_to_end(tenant)
+        return found
+
+    def forget_endpoints(self, tenant: str) -> None:
+        self._copies.pop(tenant, None)
 
     # The tenant's secret for jobs' own webhook_url deliveries
     async def job_secret(self, tenant: str) -> JobSecret | None:
         return await get_record(self.redis, self.keys.tenant_job_webhook_secret(tenant), JobSecret)
+
+    def job_secret_lookup(self, tenant: str) -> Lookup[JobSecret]:
+        """The tenant's job webhook secret, to read with other records."""
+        return Lookup(self.keys.tenant_job_webhook_secret(tenant), JobSecret)
 
     async def create_job_secret(self, record: JobSecret) -> None:
         """WriteConflict when the tenant already has one."""
@@ -116,15 +209,20 @@ class WebhookStore:
         return await update_record(self.redis, key, JobSecret, change)
 
     # Deliveries
-    async def add_delivery(self, delivery: Delivery) -> bool:
-        """Store a new delivery with its indexes (one write); False if this
-        (event, target) was already recorded."""
+    def delivery_creation(self, delivery: Delivery) -> Creation:
+        """A new delivery with its indexes, for a write that creates it where it is new."""
         ops: list[Op] = [("SADD", self.keys.pending_deliveries, delivery.id)]
         if delivery.endpoint_id:
             index = self.keys.deliveries_by_endpoint(delivery.endpoint_id)
             ops.append(("ZADD", index, creation_score(), delivery.id))
+        return Creation(self.keys.delivery(delivery.id), serialize(delivery), tuple(ops))
+
+    async def add_delivery(self, delivery: Delivery) -> bool:
+        """Store a new delivery with its indexes (one write); False if this
+        (event, target) was already recorded."""
+        creation = self.delivery_creation(delivery)
         try:
-            await create_records(self.redis, [(self.keys.delivery(delivery.id), delivery)], ops)
+            await create_records(self.redis, [(creation.key, delivery)], creation.ops)
         except WriteConflict:
             return False
         return True
@@ -137,6 +235,22 @@ class WebhookStore:
         raw = await self.redis.get(self.keys.delivery(delivery_id))
         delivery = parse(Delivery, raw)
         return None if raw is None or delivery is None else (delivery, raw)
+
+    async def begin_attempt(
+        self, delivery_id: str, tenant: str, holder: str, *, limit: int, ttl: float
+    ) -> AttemptStart:
+        """Read the delivery, take one of `tenant`'s delivery slots for `holder` and read
+        the tenant's job webhook secret, at once. A slot taken for a delivery that turns
+        out not to be due is the caller's to give back."""
+        raw, slot, secret = await self._begin_attempt(
+            keys=[
+                self.keys.delivery(delivery_id),
+                self.keys.delivery_slots(tenant),
+                self.keys.tenant_job_webhook_secret(tenant),
+            ],
+            args=[holder, limit, ttl],
+        )
+        return AttemptStart(parse(Delivery, raw), raw, bool(int(slot)), parse(JobSecret, secret))
 
     async def delivery_for_tenant(self, tenant: str, delivery_id: str) -> Delivery:
         found = await self.delivery(delivery_id)

@@ -28,7 +28,7 @@ from typing import Literal
 
 from service import tasks
 from service.domain import webhook_signing
-from service.domain.records import Delivery, DeliveryAttempt, Endpoint
+from service.domain.records import Delivery, DeliveryAttempt, Endpoint, JobSecret
 from service.domain.stamps import now_iso
 from service.resources import Resources
 from service.store.records import Op, RecordGone
@@ -75,15 +75,15 @@ def next_delay(attempt: int, retry_after: float | None) -> float | None:
     return max(base, retry_after) if retry_after is not None else base
 
 
-async def signing_secrets(
-    resources: Resources, delivery: Delivery, endpoint: Endpoint | None
+def signing_secrets(
+    resources: Resources, endpoint: Endpoint | None, record: JobSecret | None
 ) -> list[str]:
     """An endpoint's active secrets, or for a job's own webhook_url its tenant's
-    (the service-wide one only serves the single local tenant of a dev machine)."""
+    (`record`; the service-wide one only serves the single local tenant of a dev
+    machine)."""
     now = time.time()
     if endpoint is not None:
         return webhook_signing.active_secrets(endpoint.secrets, now)
-    record = await resources.webhooks.job_secret(delivery.tenant)
     if record is not None:
         return webhook_signing.active_secrets(record.secrets, now)
     if resources.settings.auth_disabled:
@@ -97,33 +97,60 @@ class WebhookDelivery:
         self.store = resources.webhooks
         self.client = client
 
-    async def attempt(self, delivery_id: str, attempt: int) -> str | float:
-        """One attempt; returns what happened, or the seconds to wait for a free slot."""
-        found = await self.store.read_delivery(delivery_id)
-        if found is None:
-            return "gone"
-        delivery, read = found
-        if delivery.state != "pending" or delivery.attempt_count >= attempt:
-            return "stale"  # a duplicate enqueue of an attempt that already ran
-        endpoint = None
-        if delivery.endpoint_id:
-            endpoint = await self.store.endpoint(delivery.endpoint_id)
-            if endpoint is None or not endpoint.enabled:
-                reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
-                await _finish(self.store, delivery_id, "failed", error=reason)
-                return reason
+    async def attempt(
+        self, delivery_id: str, attempt: int, tenant: str | None = None
+    ) -> str | float:
+        """One attempt; returns what happened, or the seconds to wait for a free slot.
+        `tenant`: the delivery's, when the caller knows it (the process that stored the
+        delivery): the delivery, a slot and the signing secret then take one round trip."""
+        if tenant is None:
+            found = await self.store.read_delivery(delivery_id)
+            if found is None:
+                return "gone"
+            if _ran(found[0], attempt):
+                return "stale"
+            tenant = found[0].tenant
         slots = Slots(
             self.resources.redis,
-            self.resources.keys.delivery_slots(delivery.tenant),
+            self.resources.keys.delivery_slots(tenant),
             limit=self.resources.settings.webhook_concurrency_per_tenant,
             ttl=TIMEOUT_SECONDS + SLOT_SPARE_SECONDS,
         )
         holder = f"{delivery_id}:{attempt}"
-        if not await slots.take(holder):
+        start = await self.store.begin_attempt(
+            delivery_id, tenant, holder, limit=slots.limit, ttl=slots.ttl
+        )
+        delivery, raw = start.delivery, start.raw
+        if delivery is None or raw is None or delivery.tenant != tenant:
+            return await _give_back(slots, holder, start.slot, "gone")
+        if _ran(delivery, attempt):
+            return await _give_back(slots, holder, start.slot, "stale")
+        if not start.slot:
             return SLOT_WAIT_SECONDS * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
         try:
+            endpoint = None
+            if delivery.endpoint_id:
+                endpoint = await self.store.endpoint(delivery.endpoint_id)
+                if endpoint is None or not endpoint.enabled:
+                    reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
+                    await _finish(
+                        self.store,
+                        delivery_id,
+                        "failed",
+                        error=reason,
+                        read=raw,
+                        ops=[slots.release_op(holder)],
+                    )
+                    return reason
             # The write that records the attempt gives the slot back too.
-            return await self._send(delivery, read, endpoint, attempt, slots.release_op(holder))
+            return await self._send(
+                delivery,
+                raw,
+                endpoint,
+                attempt,
+                slots.release_op(holder),
+                signing_secrets(self.resources, endpoint, start.job_secret),
+            )
         except BaseException:
             await slots.release(holder)  # a no-op if that write landed before the failure
             raise
@@ -135,6 +162,7 @@ class WebhookDelivery:
         endpoint: Endpoint | None,
         attempt: int,
         release: Op,
+        secrets: list[str],
     ) -> str:
         store = self.store
         delivery_id = delivery.id
@@ -144,7 +172,6 @@ class WebhookDelivery:
         answer: Answer | None = None
         error: str | None = None
         try:
-            secrets = await signing_secrets(self.resources, delivery, endpoint)
             if not secrets:
                 raise webhook_signing.SigningError(
                     "the tenant has no signing secret for jobs' webhook_url "
@@ -252,6 +279,18 @@ class WebhookDelivery:
             if await tasks.enqueue_delivery(queue, delivery.id, attempt=attempt, defer_by=defer):
                 scheduled += 1
         return scheduled
+
+
+def _ran(delivery: Delivery, attempt: int) -> bool:
+    """The attempt already ran (a duplicate enqueue), or the delivery was settled."""
+    return delivery.state != "pending" or delivery.attempt_count >= attempt
+
+
+async def _give_back(slots: Slots, holder: str, taken: bool, outcome: str) -> str:
+    """An attempt that will not run: its slot, if it took one, is freed at once."""
+    if taken:
+        await slots.release(holder)
+    return outcome
 
 
 async def _note_failure(store: WebhookStore, endpoint_id: str) -> None:

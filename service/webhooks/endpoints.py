@@ -241,9 +241,8 @@ async def receive_provider_webhook(
         raise MalformedRequest(str(exc), code=exc.code) from None
     if upstream_id is None:
         return "ignored"
-    job_id = await resources.jobs.id_for_upstream(provider_name, upstream_id)
+    job_id = await tasks.sync_upstream_job_now(resources.following, provider_name, upstream_id)
     if job_id is None:
         logger.info("webhook for an unknown upstream job", extra={"upstream_job": upstream_id})
         return "unknown_job"
-    await tasks.sync_job_now(resources.following, job_id)
     return "sync_scheduled"

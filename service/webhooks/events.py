@@ -1,15 +1,17 @@
 """Turning job and evaluation events into webhook deliveries.
 
-`emit_job_event` is called when a job reaches a state worth announcing,
-`emit_evaluation_event` when an evaluation finishes. Each builds the payload
-once (`{"id", "type", "timestamp", "data"}` with `data` the job or the
-evaluation exactly as its GET shows it), creates one delivery per
-target — every enabled endpoint of the tenant subscribed to the type, plus
-the job's own `webhook_url` for final states — and has them sent: by this
+A job's sync step builds the deliveries of what it announces
+(`job_event_deliveries`), writes them in the same write as the job that
+records the announcement, then has the new ones sent (`dispatch`);
+`emit_job_event` and `emit_evaluation_event` store and dispatch at once. The
+payload is built once per event (`{"id", "type", "timestamp", "data"}` with
+`data` the job or the evaluation exactly as its GET shows it), with one
+delivery per target — every enabled endpoint of the tenant subscribed to the
+type, plus the job's own `webhook_url` for final states — sent by this
 process at once where it sends first attempts itself (the worker; see
-`service.webhooks.sending`), else through the queue. It is
-idempotent: the event id and delivery ids derive from (job, type, target),
-so a sync step that runs twice announces once.
+`service.webhooks.sending`), else through the queue. It is idempotent: the
+event id and delivery ids derive from (job, type, target), so a sync step
+that runs twice announces once.
 """
 
 from __future__ import annotations
@@ -76,18 +78,19 @@ def new_delivery(
     )
 
 
-async def emit_job_event(
+async def job_event_deliveries(
     resources: Resources,
     job: Job,
     event_type: str,
+    endpoints: Sequence[Endpoint],
     *,
     discriminator: str = "",
-    endpoints: Sequence[Endpoint] | None = None,
-) -> int:
-    """Create and enqueue deliveries for one job event. Returns how many are new.
-    `endpoints`: as for emit_event."""
+) -> list[Delivery]:
+    """The deliveries announcing one job event to `endpoints` (the tenant's) and the
+    job's own webhook_url, built but not stored: a sync step writes them with the
+    job (`service.store.jobs.Changes.creates`), then calls `dispatch`."""
     data = public_job(job, evaluation=await job_evaluation_of(resources, job))
-    return await emit_event(
+    return event_deliveries(
         resources,
         tenant=job.tenant,
         event_id=event_id_for(job.id, event_type, discriminator),
@@ -97,6 +100,24 @@ async def emit_job_event(
         own_url=job.webhook_url if event_type in FINAL_TYPES else None,
         endpoints=endpoints,
     )
+
+
+async def emit_job_event(
+    resources: Resources,
+    job: Job,
+    event_type: str,
+    *,
+    discriminator: str = "",
+    endpoints: Sequence[Endpoint] | None = None,
+) -> int:
+    """Create and enqueue deliveries for one job event. Returns how many are new.
+    `endpoints`: the tenant's, when the caller has just read them; else they are read."""
+    if endpoints is None:
+        endpoints = await resources.webhooks.tenant_endpoints(job.tenant)
+    deliveries = await job_event_deliveries(
+        resources, job, event_type, endpoints, discriminator=discriminator
+    )
+    return await _store_and_dispatch(resources, deliveries)
 
 
 async def emit_evaluation_event(
@@ -130,14 +151,44 @@ async def emit_event(
     own_url: str | None,
     endpoints: Sequence[Endpoint] | None = None,
 ) -> int:
-    """One delivery per target (every enabled endpoint of the tenant subscribed to the
-    type, plus `own_url`: a job's webhook_url), each stored then enqueued.
-    `endpoints`: the tenant's endpoints when the caller has just read them (a job's
-    sync step that announces several events reads them once); else they are read."""
-    payload = dumps({"id": event_id, "type": event_type, "timestamp": now_iso(), "data": data})
-    store = resources.webhooks
+    """Store and have sent one delivery per target (see `event_deliveries`); returns
+    how many are new. `endpoints`: the tenant's when the caller has just read them;
+    else they are read."""
     if endpoints is None:
-        endpoints = await store.tenant_endpoints(tenant)
+        endpoints = await resources.webhooks.tenant_endpoints(tenant)
+    deliveries = event_deliveries(
+        resources,
+        tenant=tenant,
+        event_id=event_id,
+        event_type=event_type,
+        data=data,
+        job_id=job_id,
+        own_url=own_url,
+        endpoints=endpoints,
+    )
+    return await _store_and_dispatch(resources, deliveries)
+
+
+async def _store_and_dispatch(resources: Resources, deliveries: Sequence[Delivery]) -> int:
+    created = [await resources.webhooks.add_delivery(delivery) for delivery in deliveries]
+    return await dispatch(resources, deliveries, created)
+
+
+def event_deliveries(
+    resources: Resources,
+    *,
+    tenant: str,
+    event_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    job_id: str | None,
+    own_url: str | None,
+    endpoints: Sequence[Endpoint],
+) -> list[Delivery]:
+    """One delivery per target: every enabled endpoint of the tenant subscribed to the
+    type, plus `own_url` (a job's webhook_url). Where this process sends first attempts
+    itself and has room, each is marked to be sent here (`sending_until`)."""
+    payload = dumps({"id": event_id, "type": event_type, "timestamp": now_iso(), "data": data})
     targets: list[tuple[str | None, str]] = [
         (endpoint.id, endpoint.url)
         for endpoint in endpoints
@@ -145,11 +196,9 @@ async def emit_event(
     ]
     if own_url:
         targets.append((None, own_url))
-    created = 0
     sender = resources.local_sender
-    for endpoint_id, url in targets:
-        window_end = sender.window_end() if sender is not None and sender.has_room() else None
-        delivery = new_delivery(
+    return [
+        new_delivery(
             delivery_id=delivery_id_for(event_id, endpoint_id or url),
             tenant=tenant,
             event_id=event_id,
@@ -158,28 +207,49 @@ async def emit_event(
             endpoint_id=endpoint_id,
             url=url,
             job_id=job_id,
-            sending_until=window_end,
+            sending_until=(
+                sender.window_end() if sender is not None and sender.has_room() else None
+            ),
         )
-        if await store.add_delivery(delivery):
-            created += 1
-            if sender is not None and window_end is not None:
-                sender.send(delivery.id, tenant, window_end)  # sent from here, not queued
-                continue
-            # A final state is what receivers wait on: it goes ahead of anything
-            # merely due (the priority lane).
-            await tasks.enqueue_delivery(
-                resources.queue, delivery.id, attempt=1, urgent=event_type in FINAL_TYPES
-            )
-        else:
-            # Stored before (a step that ran again, or a crash between store and
-            # queue): queue it, after the window in which a worker may be sending
-            # it itself. Queueing is a no-op while its attempt is already queued.
+        for endpoint_id, url in targets
+    ]
+
+
+async def dispatch(
+    resources: Resources, deliveries: Sequence[Delivery], created: Sequence[bool]
+) -> int:
+    """Have stored deliveries sent: a new one by this process at once where it was
+    marked so, else through the queue; one stored before (a step that ran again, or a
+    crash between store and queue) through the queue after the window in which a
+    worker may be sending it itself. Returns how many were new."""
+    sender = resources.local_sender
+    for delivery, new in zip(deliveries, created, strict=True):
+        if not new:
+            # Queueing is a no-op while its attempt is already queued.
             await tasks.enqueue_delivery(
                 resources.queue, delivery.id, attempt=1, defer_by=SEND_WINDOW_SECONDS
             )
-    if targets:
+        elif sender is not None and delivery.sending_until is not None:
+            sender.send(delivery.id, delivery.tenant, delivery.sending_until)
+        else:
+            # A final state is what receivers wait on: it goes ahead of anything
+            # merely due (the priority lane).
+            await tasks.enqueue_delivery(
+                resources.queue,
+                delivery.id,
+                attempt=1,
+                urgent=delivery.event_type in FINAL_TYPES,
+            )
+    by_event: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        by_event.setdefault(delivery.event_id, []).append(delivery)
+    for group in by_event.values():
         logger.info(
             "event emitted",
-            extra={"event_type": event_type, "job_id": job_id, "targets": len(targets)},
+            extra={
+                "event_type": group[0].event_type,
+                "job_id": group[0].job_id,
+                "targets": len(group),
+            },
         )
-    return created
+    return sum(created)

@@ -127,13 +127,13 @@ class LocalSender:
 
     async def _send(self, delivery_id: str, tenant: str, window_end: float) -> None:
         try:
-            await self._attempt(delivery_id, window_end)
+            await self._attempt(delivery_id, tenant, window_end)
         finally:
             self._pending -= 1
             self._tenants[tenant].running -= 1
             self._next(tenant)
 
-    async def _attempt(self, delivery_id: str, window_end: float) -> None:
+    async def _attempt(self, delivery_id: str, tenant: str, window_end: float) -> None:
         while True:
             if time.time() + TIMEOUT_SECONDS > window_end:
                 # It could not end inside the window: the queue sends it now, so the
@@ -141,7 +141,7 @@ class LocalSender:
                 await self._to_queue(delivery_id, 0.0)
                 return
             try:
-                outcome = await self._delivery.attempt(delivery_id, 1)
+                outcome = await self._delivery.attempt(delivery_id, 1, tenant)
             except Exception:
                 logger.exception(
                     "first webhook attempt failed; queueing it", extra={"delivery_id": delivery_id}

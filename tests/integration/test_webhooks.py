@@ -103,6 +103,33 @@ async def test_a_receiver_reading_the_job_on_arrival_finds_the_state_it_was_told
     assert running[0] in ("running", "deploying", "succeeded")
 
 
+async def test_endpoints_changed_between_two_jobs_get_the_second_jobs_events(
+    client, worker
+) -> None:
+    """The worker keeps the endpoints it last announced to; an endpoint added since
+    gets the next job's success, and one disabled since gets no delivery at all."""
+    with running_receiver() as first, running_receiver() as second:
+        old = (await client.post("/webhooks", headers=auth(), json={"url": first.url})).json()
+        dataset = await create_dataset(client)
+        one = await start_job(client, dataset["id"])
+        await wait_for_job(client, one["id"], {"succeeded"})
+        await wait_for(lambda: len(first.requests) >= 1)
+
+        new = (await client.post("/webhooks", headers=auth(), json={"url": second.url})).json()
+        disabled = await client.patch(
+            f"/webhooks/{old['id']}", headers=auth(), json={"enabled": False}
+        )
+        assert disabled.status_code == 200, disabled.text
+        two = await start_job(client, dataset["id"])
+        await wait_for_job(client, two["id"], {"succeeded"})
+        await wait_for(lambda: len(second.requests) >= 1)
+        await asyncio.sleep(0.5)  # nothing more should arrive
+    assert [verify(old["secret"], r)["data"]["id"] for r in first.requests] == [one["id"]]
+    assert [verify(new["secret"], r)["data"]["id"] for r in second.requests] == [two["id"]]
+    listed = await client.get(f"/webhooks/{old['id']}/deliveries", headers=auth())
+    assert [d["event_type"] for d in listed.json()["data"]] == ["job.succeeded"]
+
+
 @contextlib.asynccontextmanager
 async def sending_process(settings) -> AsyncIterator[tuple[Any, Any]]:  # type: ignore[no-untyped-def]
     """Resources and a LocalSender of their own, as a worker that emits events has."""
@@ -327,26 +354,67 @@ async def test_dns_answer_checked_again_at_connect_time() -> None:
         await client.aclose()
 
 
-async def test_openai_webhook_triggers_a_sync_and_bad_signatures_change_nothing(client) -> None:
+def signed_openai_webhook(upstream_id: str) -> tuple[bytes, dict[str, str]]:
+    """A `fine_tuning.job.succeeded` webhook as OpenAI (here: the simulator) signs it."""
+    from datetime import UTC, datetime
+
     body = json.dumps(
         {
             "id": "evt_1",
             "object": "event",
             "type": "fine_tuning.job.succeeded",
             "created_at": int(time.time()),
-            "data": {"id": "ftjob-unknown"},
+            "data": {"id": upstream_id},
         }
     ).encode()
-    signer = Webhook(SIMULATOR_WEBHOOK_SECRET)
     timestamp = int(time.time())
-    from datetime import UTC, datetime
-
+    signer = Webhook(SIMULATOR_WEBHOOK_SECRET)
     signature = signer.sign("msg_1", datetime.fromtimestamp(timestamp, UTC), body.decode())
-    headers = {
+    return body, {
         "webhook-id": "msg_1",
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature,
     }
+
+
+async def test_an_openai_webhook_pulls_our_job_forward_and_tells_its_running_step(
+    client, settings
+) -> None:
+    """The job OpenAI's id names is due at once, however long its poll delay, and a
+    step already running sees the poke when it writes."""
+    from service import tasks
+    from service.resources import open_resources
+    from service.store.following import Release
+    from service.store.jobs import Changes
+
+    dataset = await create_dataset(client)
+    job_id = (await start_job(client, dataset["id"]))["id"]  # no worker: it stays pending
+    async with open_resources(settings) as resources:
+        read = await resources.jobs.read(job_id)
+        assert read is not None
+        read.job.upstream.job_id = "ftjob-ours"  # as the worker records it
+        recorded = await resources.jobs.apply(job_id, read, Changes(job=read.job))
+        assert recorded.snapshot is not None
+        schedule = resources.following
+        now = tasks.now_ms()
+        (claim,) = (await schedule.claim(now, now + 30_000, limit=10)).claims
+        await schedule.release([Release(job_id, claim.token, now + 3_600_000)], urgent_ms=0)
+
+        body, headers = signed_openai_webhook("ftjob-ours")
+        answer = await client.post("/webhooks/openai", content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "sync_scheduled"
+        claimed = await schedule.claim(now, now + 30_000, limit=10)
+        assert [c.job_id for c in claimed.claims] == [job_id]
+        step = await resources.jobs.apply(
+            job_id, recorded.snapshot, Changes(job=recorded.snapshot.job)
+        )
+        assert step.written
+        assert step.poked
+
+
+async def test_openai_webhook_triggers_a_sync_and_bad_signatures_change_nothing(client) -> None:
+    body, headers = signed_openai_webhook("ftjob-unknown")
     good = await client.post("/webhooks/openai", content=body, headers=headers)
     assert good.status_code == 202
     assert good.json()["status"] == "unknown_job"
