@@ -64,7 +64,8 @@ from service.store.records import (
 # it too).
 # Returns {status, entries added, checkpoints added, poked, then per record to
 # create 1 if it was created}: status 0 on success, 1 when the job changed
-# since it was read, 2 when the guard's counter moved (nothing written for 1, 2).
+# since it was read, 2 when the guard's counter moved (checked first; nothing is
+# written for 1 or 2).
 _APPLY = """
 local function run(p)
   local argc = tonumber(ARGV[p + 2])
@@ -73,14 +74,14 @@ local function run(p)
   redis.call(unpack(call))
   return p + 3 + argc
 end
+local guard = tonumber(ARGV[3])
+if guard > 0 and (redis.call('GET', KEYS[guard]) or '0') ~= ARGV[4] then
+  return {2, 0, 0, 0}
+end
 if ARGV[1] == '\\0absent' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0, 0, 0} end
 elseif ARGV[1] ~= '' then
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {1, 0, 0, 0} end
-end
-local guard = tonumber(ARGV[3])
-if guard > 0 and (redis.call('GET', KEYS[guard]) or '0') ~= ARGV[4] then
-  return {2, 0, 0, 0}
 end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
 local p = 5

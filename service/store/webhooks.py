@@ -84,6 +84,11 @@ class TenantEndpoints:
     guard: Guard
 
 
+def _targeting(endpoint: Endpoint) -> tuple[object, ...]:
+    """The fields of an endpoint that decide which events it is sent, and where."""
+    return (endpoint.url, endpoint.enabled, tuple(endpoint.event_types))
+
+
 def delivery_id_for(event_key: str, target: str) -> str:
     digest = hashlib.blake2b(f"{event_key}|{target}".encode(), digest_size=15).hexdigest()
     return "whd_" + digest
@@ -123,12 +128,21 @@ class WebhookStore:
     async def update_endpoint(
         self, endpoint_id: str, change: Callable[[Endpoint], Endpoint | None]
     ) -> Endpoint:
+        # Only what announcing an event reads (its targets) raises the tenant's
+        # counter; a health note or a rotated secret leaves processes' copies valid.
+        before: list[tuple[object, ...]] = []
+
+        def noted(endpoint: Endpoint) -> Endpoint | None:
+            before[:] = [_targeting(endpoint)]
+            return change(endpoint)
+
+        def extra(endpoint: Endpoint) -> list[Op]:
+            if [_targeting(endpoint)] == before:
+                return []
+            return [("INCR", self.keys.endpoints_version(endpoint.tenant))]
+
         return await update_record(
-            self.redis,
-            self.keys.endpoint(endpoint_id),
-            Endpoint,
-            change,
-            extra=lambda e: [("INCR", self.keys.endpoints_version(e.tenant))],
+            self.redis, self.keys.endpoint(endpoint_id), Endpoint, noted, extra=extra
         )
 
     async def delete_endpoint(self, endpoint: Endpoint) -> None:

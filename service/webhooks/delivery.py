@@ -33,7 +33,7 @@ from service.domain.stamps import now_iso
 from service.resources import Resources
 from service.store.records import Op, RecordGone
 from service.store.slots import Slots
-from service.store.webhooks import WebhookStore
+from service.store.webhooks import AttemptStart, WebhookStore
 from service.webhooks.client import Answer, SendFailed, WebhookClient
 from service.webhooks.outbound_guard import UnsafeTarget
 
@@ -120,6 +120,16 @@ class WebhookDelivery:
         start = await self.store.begin_attempt(
             delivery_id, tenant, holder, limit=slots.limit, ttl=slots.ttl
         )
+        try:
+            return await self._attempt(start, tenant, attempt, slots, holder)
+        except BaseException:
+            if start.slot:
+                await slots.release(holder)  # a no-op if the attempt's write gave it back
+            raise
+
+    async def _attempt(
+        self, start: AttemptStart, tenant: str, attempt: int, slots: Slots, holder: str
+    ) -> str | float:
         delivery, raw = start.delivery, start.raw
         if delivery is None or raw is None or delivery.tenant != tenant:
             return await _give_back(slots, holder, start.slot, "gone")
@@ -127,33 +137,29 @@ class WebhookDelivery:
             return await _give_back(slots, holder, start.slot, "stale")
         if not start.slot:
             return SLOT_WAIT_SECONDS * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
-        try:
-            endpoint = None
-            if delivery.endpoint_id:
-                endpoint = await self.store.endpoint(delivery.endpoint_id)
-                if endpoint is None or not endpoint.enabled:
-                    reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
-                    await _finish(
-                        self.store,
-                        delivery_id,
-                        "failed",
-                        error=reason,
-                        read=raw,
-                        ops=[slots.release_op(holder)],
-                    )
-                    return reason
-            # The write that records the attempt gives the slot back too.
-            return await self._send(
-                delivery,
-                raw,
-                endpoint,
-                attempt,
-                slots.release_op(holder),
-                signing_secrets(self.resources, endpoint, start.job_secret),
-            )
-        except BaseException:
-            await slots.release(holder)  # a no-op if that write landed before the failure
-            raise
+        endpoint = None
+        if delivery.endpoint_id:
+            endpoint = await self.store.endpoint(delivery.endpoint_id)
+            if endpoint is None or not endpoint.enabled:
+                reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
+                await _finish(
+                    self.store,
+                    delivery.id,
+                    "failed",
+                    error=reason,
+                    read=raw,
+                    ops=[slots.release_op(holder)],
+                )
+                return reason
+        # The write that records the attempt gives the slot back too.
+        return await self._send(
+            delivery,
+            raw,
+            endpoint,
+            attempt,
+            slots.release_op(holder),
+            signing_secrets(self.resources, endpoint, start.job_secret),
+        )
 
     async def _send(
         self,
