@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from service import tasks
@@ -42,6 +43,19 @@ EVENT_TYPES = FINAL_TYPES + PROGRESS_TYPES + EVALUATION_TYPES
 PING_TYPE = "webhook.ping"
 # An endpoint created without event types gets the final ones.
 DEFAULT_EVENT_TYPES = FINAL_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing to announce: its id, type and data (the job or evaluation as its GET
+    shows it), whose it is, and a job's own webhook_url when that gets it too."""
+
+    tenant: str
+    id: str
+    type: str
+    data: dict[str, Any]
+    job_id: str | None
+    own_url: str | None = None
 
 
 def event_id_for(job_id: str, event_type: str, discriminator: str = "") -> str:
@@ -90,16 +104,15 @@ async def job_event_deliveries(
     job's own webhook_url, built but not stored: a sync step writes them with the
     job (`service.store.jobs.Changes.creates`), then calls `dispatch`."""
     data = public_job(job, evaluation=await job_evaluation_of(resources, job))
-    return event_deliveries(
-        resources,
+    event = Event(
         tenant=job.tenant,
-        event_id=event_id_for(job.id, event_type, discriminator),
-        event_type=event_type,
+        id=event_id_for(job.id, event_type, discriminator),
+        type=event_type,
         data=data.model_dump(mode="json"),
         job_id=job.id,
         own_url=job.webhook_url if event_type in FINAL_TYPES else None,
-        endpoints=endpoints,
     )
+    return event_deliveries(resources, event, endpoints)
 
 
 async def emit_job_event(
@@ -129,44 +142,26 @@ async def emit_evaluation_event(
     if evaluation.job_id and evaluation.origin == "job":
         job = await resources.jobs.get(evaluation.job_id)
         own_url = job.webhook_url if job is not None else None
-    return await emit_event(
-        resources,
+    event = Event(
         tenant=evaluation.tenant,
-        event_id=event_id_for(evaluation.id, event_type),
-        event_type=event_type,
+        id=event_id_for(evaluation.id, event_type),
+        type=event_type,
         data=public_evaluation(evaluation).model_dump(mode="json"),
         job_id=evaluation.job_id,
         own_url=own_url,
     )
+    return await emit_event(resources, event)
 
 
 async def emit_event(
-    resources: Resources,
-    *,
-    tenant: str,
-    event_id: str,
-    event_type: str,
-    data: dict[str, Any],
-    job_id: str | None,
-    own_url: str | None,
-    endpoints: Sequence[Endpoint] | None = None,
+    resources: Resources, event: Event, endpoints: Sequence[Endpoint] | None = None
 ) -> int:
     """Store and have sent one delivery per target (see `event_deliveries`); returns
     how many are new. `endpoints`: the tenant's when the caller has just read them;
     else they are read."""
     if endpoints is None:
-        endpoints = await resources.webhooks.tenant_endpoints(tenant)
-    deliveries = event_deliveries(
-        resources,
-        tenant=tenant,
-        event_id=event_id,
-        event_type=event_type,
-        data=data,
-        job_id=job_id,
-        own_url=own_url,
-        endpoints=endpoints,
-    )
-    return await _store_and_dispatch(resources, deliveries)
+        endpoints = await resources.webhooks.tenant_endpoints(event.tenant)
+    return await _store_and_dispatch(resources, event_deliveries(resources, event, endpoints))
 
 
 async def _store_and_dispatch(resources: Resources, deliveries: Sequence[Delivery]) -> int:
@@ -175,38 +170,33 @@ async def _store_and_dispatch(resources: Resources, deliveries: Sequence[Deliver
 
 
 def event_deliveries(
-    resources: Resources,
-    *,
-    tenant: str,
-    event_id: str,
-    event_type: str,
-    data: dict[str, Any],
-    job_id: str | None,
-    own_url: str | None,
-    endpoints: Sequence[Endpoint],
+    resources: Resources, event: Event, endpoints: Sequence[Endpoint]
 ) -> list[Delivery]:
     """One delivery per target: every enabled endpoint of the tenant subscribed to the
-    type, plus `own_url` (a job's webhook_url). Where this process sends first attempts
-    itself and has room, each is marked to be sent here (`sending_until`)."""
-    payload = dumps({"id": event_id, "type": event_type, "timestamp": now_iso(), "data": data})
+    type, plus the event's `own_url` (a job's webhook_url). Where this process sends
+    first attempts itself and has room, each is marked to be sent here
+    (`sending_until`)."""
+    payload = dumps(
+        {"id": event.id, "type": event.type, "timestamp": now_iso(), "data": event.data}
+    )
     targets: list[tuple[str | None, str]] = [
         (endpoint.id, endpoint.url)
         for endpoint in endpoints
-        if endpoint.enabled and event_type in endpoint.event_types
+        if endpoint.enabled and event.type in endpoint.event_types
     ]
-    if own_url:
-        targets.append((None, own_url))
+    if event.own_url:
+        targets.append((None, event.own_url))
     sender = resources.local_sender
     return [
         new_delivery(
-            delivery_id=delivery_id_for(event_id, endpoint_id or url),
-            tenant=tenant,
-            event_id=event_id,
-            event_type=event_type,
+            delivery_id=delivery_id_for(event.id, endpoint_id or url),
+            tenant=event.tenant,
+            event_id=event.id,
+            event_type=event.type,
             payload=payload,
             endpoint_id=endpoint_id,
             url=url,
-            job_id=job_id,
+            job_id=event.job_id,
             sending_until=(
                 sender.window_end() if sender is not None and sender.has_room() else None
             ),

@@ -147,16 +147,17 @@ async def sending_process(settings) -> AsyncIterator[tuple[Any, Any]]:  # type: 
 
 
 async def emit_test_event(resources, name: str) -> None:  # type: ignore[no-untyped-def]
-    from service.webhooks.events import emit_event
+    from service.webhooks.events import Event, emit_event
 
     await emit_event(
         resources,
-        tenant="tenant-a",
-        event_id=f"evt_{name}",
-        event_type="job.succeeded",
-        data={"id": f"ftjob-{name}"},
-        job_id=None,
-        own_url=None,
+        Event(
+            tenant="tenant-a",
+            id=f"evt_{name}",
+            type="job.succeeded",
+            data={"id": f"ftjob-{name}"},
+            job_id=None,
+        ),
     )
 
 
