@@ -39,6 +39,7 @@ from service.store.records import (
     Guard,
     Op,
     Page,
+    ScriptKeys,
     WriteConflict,
     creation_score,
     dumps,
@@ -261,33 +262,22 @@ class JobStore:
     async def _write(
         self, job_id: str, expected: str, changes: Changes, ops: Sequence[Op]
     ) -> ApplyResult:
-        keys = [
-            self.keys.job(job_id),
-            self.keys.job_event_ids(job_id),
-            self.keys.job_events(job_id),
-            self.keys.job_metrics(job_id),
-            self.keys.job_checkpoints(job_id),
-            self.keys.job_poke(job_id),
-        ]
-
-        def slot(key: object) -> int:
-            key = str(key)
-            if key not in keys:
-                keys.append(key)
-            return keys.index(key) + 1
-
-        def operations(found: Iterable[Op]) -> list[str | int | float]:
-            args: list[str | int | float] = []
-            for command, key, *arguments in found:
-                args += [str(command), slot(key), len(arguments), *arguments]
-            return args
-
+        keys = ScriptKeys(
+            [
+                self.keys.job(job_id),
+                self.keys.job_event_ids(job_id),
+                self.keys.job_events(job_id),
+                self.keys.job_metrics(job_id),
+                self.keys.job_checkpoints(job_id),
+                self.keys.job_poke(job_id),
+            ]
+        )
         raw = serialize(changes.job) if changes.job is not None else ""
         guard = changes.guard
         argv: list[str | int | float] = [
             expected,
             raw,
-            slot(guard.key) if guard is not None else 0,
+            keys.slot(guard.key) if guard is not None else 0,
             guard.value if guard is not None else "",
             len(changes.entries),
         ]
@@ -303,11 +293,11 @@ class JobStore:
             argv += [checkpoint.id, checkpoint.model_dump_json()]
         argv.append(len(changes.creates))
         for creation in changes.creates:
-            argv += [slot(creation.key), creation.value, len(creation.ops)]
-            argv += operations(creation.ops)
-        argv += operations(ops)
+            argv += [keys.slot(creation.key), creation.value, len(creation.ops)]
+            argv += keys.operations(creation.ops)
+        argv += keys.operations(ops)
         status, added, new_checkpoints, poked, *created = await self._apply(
-            keys=keys, args=[str(a) for a in argv]
+            keys=keys.keys, args=[str(a) for a in argv]
         )
         if int(status):
             return ApplyResult(written=False, guard_moved=int(status) == 2)

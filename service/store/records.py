@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -189,6 +189,27 @@ class Write:
 Op = tuple[str | int | float, ...]
 
 
+class ScriptKeys:
+    """The KEYS of a script call being built, each key once: `slot` gives a key's
+    1-based index (adding it if new), `operations` encodes index operations the way
+    the scripts here run them: (command, key index, argument count, arguments...)."""
+
+    def __init__(self, keys: Sequence[str] = ()) -> None:
+        self.keys = list(keys)
+
+    def slot(self, key: object) -> int:
+        name = str(key)
+        if name not in self.keys:
+            self.keys.append(name)
+        return self.keys.index(name) + 1
+
+    def operations(self, ops: Iterable[Op]) -> list[str | int | float]:
+        args: list[str | int | float] = []
+        for command, key, *arguments in ops:
+            args += [str(command), self.slot(key), len(arguments), *arguments]
+        return args
+
+
 @dataclass(frozen=True, slots=True)
 class Creation:
     """A record created beside another write where its key is free (no record, no
@@ -222,25 +243,18 @@ async def commit(
     WriteConflict naming the first record whose precondition failed, or
     LimitReached naming the full set.
     """
-    keys = [w.key for w in writes]
-
-    def slot(key: str) -> int:
-        if key not in keys:
-            keys.append(key)
-        return keys.index(key) + 1
-
+    keys = ScriptKeys([w.key for w in writes])
     argv: list[str | int | float] = [len(writes), TOMBSTONE_SECONDS]
     for write in writes:
         argv += [write.expected, "tomb" if write.delete else "set", write.value]
     argv.append(len(limits))
     for limited, maximum in limits:
-        argv += [slot(limited), maximum]
-    for command, key, *arguments in ops:
-        argv += [str(command), slot(str(key)), len(arguments), *arguments]
+        argv += [keys.slot(limited), maximum]
+    argv += keys.operations(ops)
     script = _commit_scripts.get(redis)
     if script is None:
         script = _commit_scripts[redis] = redis.register_script(_COMMIT)
-    failed = int(await script(keys=keys, args=[str(a) for a in argv]))
+    failed = int(await script(keys=keys.keys, args=[str(a) for a in argv]))
     if failed > 0:
         raise WriteConflict(writes[failed - 1].key)
     if failed < 0:
