@@ -33,6 +33,7 @@ from service.store.following import FollowSchedule
 from service.store.jobs import JobStore
 from service.store.keys import Keys
 from service.store.requests import RequestStore
+from service.store.shared import SharedRedis
 from service.store.webhooks import WebhookStore
 from service.store.workers import WorkerStore
 
@@ -91,7 +92,7 @@ def redis_client(settings: Settings) -> Redis:
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         health_check_interval=30,
     )
-    return Redis.from_pool(lean_connections(pool))
+    return SharedRedis.from_pool(lean_connections(pool))
 
 
 def queue_client(settings: Settings) -> ArqRedis:
