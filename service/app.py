@@ -25,7 +25,7 @@ from service.api.docs_assets import DOCS_ASSETS, DocsAssetsController
 from service.api.evaluations import EvaluationController
 from service.api.health import HealthController
 from service.api.jobs import JobController
-from service.api.middleware import body_pacing_middleware, request_id_middleware
+from service.api.middleware import BodyPace, body_pacing_middleware, request_id_middleware
 from service.api.models import ModelController
 from service.api.problems import exception_handlers
 from service.api.webhooks import WebhookController
@@ -153,10 +153,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.asgi_handler = request_id_middleware(
         body_pacing_middleware(
             app.asgi_handler,
-            total_seconds=settings.upload_timeout_seconds,
-            idle_seconds=settings.upload_idle_timeout_seconds,
-            min_bytes_per_second=settings.upload_min_bytes_per_second,
-            grace_seconds=settings.upload_rate_grace_seconds,
+            BodyPace(
+                total_seconds=settings.upload_timeout_seconds,
+                idle_seconds=settings.upload_idle_timeout_seconds,
+                min_bytes_per_second=settings.upload_min_bytes_per_second,
+                grace_seconds=settings.upload_rate_grace_seconds,
+            ),
         )
     )
     return app
