@@ -7,8 +7,10 @@ through two clients built with the same settings as `service.resources`
 (decode_responses, socket timeout, health checks), interleaved by round:
 
 - redis-py: `redis.asyncio` with its own connection class;
-- service: `service.resources.redis_client`, the connections of
-  `service.store.connection` that the API and the worker use.
+- service: `service.resources.redis_client`, what the API and the worker
+  use: `GET` and `EVALSHA` go down its one shared, pipelined connection
+  (`service.store.shared`), the rest through the pool of
+  `service.store.connection`.
 
 Two commands: `GET` of a 1.5 KB JSON record (what `GET /jobs/{id}` reads) and
 `EVALSHA` of a script given 400 arguments (the size of a sync step's write

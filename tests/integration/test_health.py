@@ -74,9 +74,15 @@ async def test_ready_names_redis_when_it_is_down_and_recovers(
         # Other routes say so too, as a problem, not a crash.
         listing = await client.get("/datasets", headers=auth())
         assert listing.status_code == 503
+        # A plain read, which takes the shared Redis line rather than the pool.
+        one = await client.get("/jobs/ftjob_missing", headers=auth())
+        assert one.status_code == 503
+        assert one.json()["code"] == "redis_unavailable"
         redis_server.start()
         response = await wait_for_status(client, "/ready", 200, timeout=30)
         assert response.status_code == 200
+        # The line connects again by itself: the job is simply not there.
+        assert (await client.get("/jobs/ftjob_missing", headers=auth())).status_code == 404
     finally:
         worker.terminate()
         worker.wait(timeout=20)
