@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, TypeVar
 import aiohttp
 import httpx2
 import openai
+import orjson
 from openai import AsyncOpenAI
 
 from service.providers.base import (
@@ -137,7 +138,12 @@ def status_error(status: int, content: bytes, headers: Mapping[str, str]) -> Pro
 
 
 def _json_bytes(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()
+    """A request body as UTF-8 JSON: orjson (a tenth of `json`'s time on a chat
+    body), or `json` for what orjson refuses (an integer past 64 bits, say)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False).encode()
 
 
 async def _call(operation: Callable[[], Awaitable[T]]) -> T:
