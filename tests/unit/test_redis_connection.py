@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from service import resources
 from service.resources import queue_client, redis_client
 from service.store.connection import TcpConnection
+from tests.fake_redis import answer_handshake, fake_redis
 
 
 async def chatty(client) -> None:  # type: ignore[no-untyped-def]
@@ -45,68 +45,19 @@ async def test_a_task_cancelled_while_it_talks_to_redis_always_stops(settings, m
         await client.aclose(close_connection_pool=True)
 
 
-def _commands(buffer: bytearray) -> Iterator[list[bytes]]:
-    """Whole RESP commands off the front of `buffer` (consumed as they are read)."""
-    while buffer.startswith(b"*") and b"\r\n" in buffer:
-        header, rest = bytes(buffer).split(b"\r\n", 1)
-        parts: list[bytes] = []
-        for _ in range(int(header[1:])):
-            if b"\r\n" not in rest:
-                return
-            length, rest = rest.split(b"\r\n", 1)
-            size = int(length[1:])
-            if len(rest) < size + 2:
-                return
-            parts.append(rest[:size])
-            rest = rest[size + 2 :]
-        del buffer[: len(buffer) - len(rest)]
-        yield parts
-
-
 @pytest.fixture
 def deaf_server() -> Iterator[str]:
-    """A TCP server that answers the connection's handshake like Redis, then stops
-    reading at the first command that writes the key `big`."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+    """Answers the connection's handshake like Redis, then stops reading at the first
+    command that writes the key `big`."""
 
-    def serve(conn: socket.socket) -> None:
-        buffer = bytearray()
-        while not stop.is_set():
-            try:
-                chunk = conn.recv(65536)
-            except (TimeoutError, OSError):
-                continue
-            if not chunk:
-                return
-            buffer += chunk
-            if b"\r\nbig\r\n" in buffer:
-                stop.wait()  # deaf from here on, with the write half read
-                return
-            for command in _commands(buffer):
-                conn.sendall(b"+PONG\r\n" if command[0].upper() == b"PING" else b"+OK\r\n")
+    def serve(conn: socket.socket, buffer: bytearray) -> bool:
+        if b"\r\nbig\r\n" in buffer:
+            return False  # deaf from here on, with the write half read
+        answer_handshake(conn, buffer)
+        return True
 
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            conn.settimeout(0.1)
-            accepted.append(conn)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
+    with fake_redis(serve, receive_buffer=4096) as url:
+        yield url
 
 
 # redis-py drops a connection whose write timed out without waiting for it to

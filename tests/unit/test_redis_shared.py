@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service import resources
 from service.resources import redis_client
-from tests.unit.test_redis_connection import _commands
+from tests.fake_redis import answer_handshake, fake_redis
 
 
 def connections_received(redis_server) -> int:  # type: ignore[no-untyped-def]
@@ -130,44 +129,13 @@ async def test_a_restarted_redis_fails_the_waiting_commands_then_serves_again(
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """Answers the connection's handshake like Redis, then never answers a GET."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
 
-    def serve(conn: socket.socket) -> None:
-        conn.settimeout(0.1)
-        buffer = bytearray()
-        while not stop.is_set():
-            try:
-                chunk = conn.recv(65536)
-            except (TimeoutError, OSError):
-                continue
-            if not chunk:
-                return
-            buffer += chunk
-            for command in _commands(buffer):
-                name = command[0].upper()
-                if name != b"GET":
-                    conn.sendall(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
+    def serve(conn: socket.socket, buffer: bytearray) -> bool:
+        answer_handshake(conn, buffer, ignore=b"GET")
+        return True
 
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            accepted.append(conn)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
+    with fake_redis(serve) as url:
+        yield url
 
 
 async def test_a_reply_that_never_comes_times_out_and_the_next_command_connects_again(
