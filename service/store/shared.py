@@ -120,7 +120,7 @@ class _Line:
         self._connection: AbstractConnection | None = None
         self._transport: asyncio.WriteTransport | None = None
         self.replies: _Replies | None = None
-        # Every command written, oldest first, with when it was written.
+        # Every command sent or queued for this pass's write, oldest first, with when.
         self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._connecting: asyncio.Lock | None = None
@@ -131,13 +131,14 @@ class _Line:
         if transport is None:
             transport = await self._connect()
         loop = asyncio.get_running_loop()
+        now = loop.time()
         future: asyncio.Future[Any] = loop.create_future()
-        self.waiting.append((future, loop.time()))
+        self.waiting.append((future, now))
         if not self._outgoing:
             loop.call_soon(self._flush)
         self._outgoing.append(packed)
         if self._timer is None and self._timeout is not None:
-            self._timer = loop.call_at(loop.time() + self._timeout, self._check_late)
+            self._timer = loop.call_at(now + self._timeout, self._check_late)
         reply = await future
         if isinstance(reply, ResponseError):
             raise reply
