@@ -39,12 +39,17 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+# OpenAI's chat `seed` is a signed 64-bit integer; a larger one is refused here, by name,
+# rather than by the provider.
+ChatSeed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
 class ChatOptions(BaseModel):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: ChatSeed | None = None
     response_format: dict[str, Any] | None = None
 
 

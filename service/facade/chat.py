@@ -15,7 +15,7 @@ from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import Injected, Tenant
-from service.api.chat import ChatCompletion
+from service.api.chat import ChatCompletion, ChatSeed
 from service.api.openapi_docs import ChatCompletionOperation, example_body
 from service.chat.relay import complete_bytes, open_stream
 from service.chat.targets import model_target
@@ -52,7 +52,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: ChatSeed | None = None
     n: Annotated[int, Field(ge=1, le=128)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None

@@ -141,6 +141,18 @@ async def test_base_model_chat_and_bad_requests(client, simulator) -> None:
         "/chat", headers=auth(), json={"model": "gpt-4o-mini", "messages": []}
     )
     assert empty.status_code == 400
+    # Past OpenAI's 64-bit seed: refused here, naming the field, before any provider call.
+    huge = await client.post(
+        "/chat", headers=auth(), json={"model": "gpt-4o-mini", "messages": ask(), "seed": 2**63}
+    )
+    assert huge.status_code == 400, huge.text
+    assert "seed" in huge.text
+    largest = await client.post(
+        "/chat",
+        headers=auth(),
+        json={"model": "gpt-4o-mini", "messages": ask(), "seed": 2**63 - 1},
+    )
+    assert largest.status_code == 200, largest.text
 
 
 @pytest.fixture

@@ -190,6 +190,12 @@ async def test_bad_requests_name_the_parameter_in_openai_words(client, sdk) -> N
     with pytest.raises(openai.AuthenticationError) as caught_auth:
         await sdk(api_key="not-a-key-at-all").models.list()
     assert caught_auth.value.code == "invalid_api_key"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await api.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], seed=2**63
+        )
+    assert caught.value.param == "seed", caught.value.body
+    assert caught.value.code == "integer_above_max_value"
     raw = await client.post("/v1/fine_tuning/jobs", headers=auth(), content=b"[1, 2")
     assert raw.status_code == 400
     assert set(json.loads(raw.content)["error"]) == {"message", "type", "param", "code"}
