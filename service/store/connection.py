@@ -54,14 +54,31 @@ except ImportError:  # hiredis is optional for redis-py; fall back to its packer
     _hiredis_pack = None
 
 
+def hiredis_packs(encoding: str, errors: str) -> bool:
+    """Whether hiredis may pack a client's commands: it is installed, and the client
+    encodes text as strict UTF-8, which is what hiredis writes."""
+    return (
+        _hiredis_pack is not None
+        and encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        and errors == "strict"
+    )
+
+
+def hiredis_pack(args: tuple[Any, ...]) -> bytes:
+    """One command as RESP, packed in C (check `hiredis_packs` first); a value Redis
+    cannot store (None, a bool, a list) raises DataError, as redis-py's packer does."""
+    if _hiredis_pack is None:
+        raise DataError("hiredis is not installed")
+    try:
+        return _hiredis_pack(args)
+    except TypeError as exc:
+        raise DataError(str(exc)) from None
+
+
 class _LeanConnection(AbstractConnection):
     def pack_command(self, *args: Any) -> list[bytes]:
         encoder = self.encoder
-        if (
-            _hiredis_pack is None
-            or encoder.encoding.lower().replace("_", "-") not in ("utf-8", "utf8")
-            or encoder.encoding_errors != "strict"
-        ):
+        if not hiredis_packs(encoder.encoding, encoder.encoding_errors):
             return super().pack_command(*args)
         # A command name of two words ("SCRIPT LOAD") goes as two arguments.
         name = args[0]
@@ -69,10 +86,7 @@ class _LeanConnection(AbstractConnection):
             args = (*name.encode().split(), *args[1:])
         elif b" " in name:
             args = (*name.split(), *args[1:])
-        try:
-            return [_hiredis_pack(args)]
-        except TypeError as exc:  # None, a bool, a list: what redis-py refuses too
-            raise DataError(str(exc)) from None
+        return [hiredis_pack(args)]
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True

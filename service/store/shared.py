@@ -36,8 +36,10 @@ from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, InvalidResponse, RedisError, ResponseError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.store.connection import hiredis_pack, hiredis_packs
 
 # Commands that leave no state on their connection and never block it. EVALSHA runs
 # the stores' scripts, none of which blocks; a NOSCRIPT answer comes back as
@@ -217,20 +219,18 @@ class SharedRedis(Redis):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         kwargs = self.connection_pool.connection_kwargs
-        # hiredis packs str arguments as UTF-8: other encodings keep redis-py's way.
-        utf8 = str(kwargs.get("encoding", "utf-8")).lower().replace("_", "-") in ("utf-8", "utf8")
-        strict = kwargs.get("encoding_errors", "strict") == "strict"
-        self._line = _Line(self) if utf8 and strict else None
+        # Other encodings keep redis-py's way, through the pool.
+        packs = hiredis_packs(
+            str(kwargs.get("encoding", "utf-8")), str(kwargs.get("encoding_errors", "strict"))
+        )
+        self._line = _Line(self) if packs else None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = args[0]
         line = self._line
         if line is None or name not in SHARED_COMMANDS or not options.keys() <= _KNOWN_OPTIONS:
             return await super().execute_command(*args, **options)
-        try:
-            packed = hiredis.pack_command(args)
-        except TypeError as exc:  # None, a bool, a list: what redis-py refuses too
-            raise DataError(str(exc)) from None
+        packed = hiredis_pack(args)
         options.pop("keys", None)
         try:
             response = await line.send(packed)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service import resources
@@ -153,5 +153,16 @@ async def test_a_reply_that_never_comes_times_out_and_the_next_command_connects_
                 task.result()
         assert asyncio.get_running_loop().time() - started < 2
         assert await client.set("k", "v") is True  # a fresh connection
+    finally:
+        await client.aclose()
+
+
+async def test_a_value_redis_cannot_store_is_refused_before_it_is_sent(settings) -> None:
+    client = redis_client(settings)
+    try:
+        for bad in (None, True, ["a"]):
+            with pytest.raises(DataError):
+                await client.set("k", bad)  # type: ignore[arg-type]
+        assert await client.get("k") is None  # nothing was written, the line still works
     finally:
         await client.aclose()
